@@ -1,0 +1,68 @@
+# v4serve build. Plain targets: make, make test, make run, make asan,
+# make cuda, make hip-check, make bench. Sources are found by wildcard, so a
+# new .c file under src/ joins the library and a new tests/test_*.c becomes a
+# test program without editing this file.
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -pthread -Isrc -MMD -MP
+LDLIBS  += -ljansson -lmicrohttpd -lpcre2-8 -lm -pthread
+BUILD   ?= build
+
+DEPS_STAMP := $(BUILD)/.deps-installed
+
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+CLI_SRC  := $(wildcard src/cli/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_HELPERS := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/obj/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+LIB := $(BUILD)/libv4serve.a
+BIN := $(BUILD)/v4serve
+
+.PHONY: all deps test test-only run asan clean
+all: $(BIN)
+
+# System packages come from scripts/install-deps.sh (idempotent); the stamp
+# keeps it from running on every build.
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): scripts/install-deps.sh
+	@mkdir -p $(BUILD)
+	./scripts/install-deps.sh
+	@touch $@
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_HELPER_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+# The test runner builds everything, fetches the reference tokenizer, and
+# prints "N passed, N failed" over all test programs.
+test: $(BIN) $(TEST_BIN)
+	./scripts/run-tests.sh $(BUILD)
+
+# The same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" test
+
+run: $(BIN)
+	./scripts/run-demo.sh $(BUILD)
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d)
