@@ -12,6 +12,7 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"inspect", cmd_inspect, "summarise a checkpoint: config, layer schedule, parameters, KV bytes"},
+    {"check-golden", cmd_check_golden, "compare logits with a golden file (prefill, chunked, token by token)"},
 };
 
 static void usage(FILE *f)

@@ -171,6 +171,12 @@ static void read_ratios(reader *r, v4_config *c)
         return;
     }
     size_t n = json_array_size(a);
+    /* checked here, before compress_ratio[] is filled, not only in
+     * check_consistency: a longer schedule would overrun the array */
+    if (c->n_layers > V4_MAX_LAYERS) {
+        fail(r, "num_hidden_layers %lld exceeds the supported %d", (long long)c->n_layers, V4_MAX_LAYERS);
+        return;
+    }
     /* The official config carries one entry per decoder layer plus one per
      * MTP layer; test configs without MTP layers carry exactly one per layer. */
     if (n != (size_t)c->n_layers && n != (size_t)(c->n_layers + c->n_mtp_layers)) {
@@ -218,6 +224,10 @@ static void check_consistency(reader *r, v4_config *c)
         fail(r, "n_shared_experts is %lld; exactly 1 is supported", (long long)c->n_shared_experts);
     else if (c->dim % 32 || c->moe_inter % 32)
         fail(r, "hidden_size and moe_intermediate_size must be multiples of 32 (MXFP4 scale groups)");
+    else if (c->hc_mult > V4_MAX_STREAMS || c->n_experts > V4_MAX_EXPERTS || c->n_active > V4_MAX_ACTIVE)
+        fail(r, "hc_mult (%lld), n_routed_experts (%lld) or num_experts_per_tok (%lld) above the supported %d, %d, %d",
+             (long long)c->hc_mult, (long long)c->n_experts, (long long)c->n_active, V4_MAX_STREAMS, V4_MAX_EXPERTS,
+             V4_MAX_ACTIVE);
     else if (c->n_layers > V4_MAX_LAYERS)
         fail(r, "num_hidden_layers %lld exceeds the supported %d", (long long)c->n_layers, V4_MAX_LAYERS);
     else if (c->bos_id >= c->vocab_size || c->eos_id >= c->vocab_size)
@@ -304,7 +314,13 @@ int cfg_load(const char *model_dir, v4_config *c, v4_err *err)
                 fclose(f);
                 return v4_errf(err, "%s: larger than 16 MB; not a config file", path);
             }
-            buf = realloc(buf, cap);
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return v4_errf(err, "%s: out of memory", path);
+            }
+            buf = nb;
         }
         size_t n = fread(buf + len, 1, cap - len, f);
         len += n;

@@ -10,6 +10,9 @@
 #include "util/err.h"
 
 #define V4_MAX_LAYERS 128
+#define V4_MAX_STREAMS 16   /* hc_mult */
+#define V4_MAX_EXPERTS 1024
+#define V4_MAX_ACTIVE 64    /* num_experts_per_tok */
 
 typedef enum layer_kind {
     LAYER_SLIDING, /* compress ratio 0: window only */

@@ -3,6 +3,7 @@
  * conversion. */
 #include "model/weights.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,8 @@ static const st_tensor *take(binder *b, const char *name, bool required)
 
 static int bad(binder *b, const st_tensor *t, const char *fmt, ...)
 {
+    if (b->failed)
+        return -1; /* keep the first problem's message */
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -166,6 +169,29 @@ static void bind_compressor(binder *b, v4_compressor_w *cw, const char *prefix, 
     bind_plain(b, &cw->norm, n, 1, head, 0);
 }
 
+/* The forward pass indexes experts by these ids: an id outside [0, E) would
+ * read outside the expert tables, so it is refused here. */
+static void check_expert_ids(binder *b, const st_tensor *t, int64_t n_experts)
+{
+    if (b->failed)
+        return;
+    for (int64_t i = 0; i < t->nelem; i++) {
+        int64_t id;
+        if (t->dtype == DT_I32) {
+            int32_t v;
+            memcpy(&v, t->data + 4 * i, 4);
+            id = v;
+        } else {
+            memcpy(&id, t->data + 8 * i, 8);
+        }
+        if (id < 0 || id >= n_experts) {
+            bad(b, t, "expert id %lld at row %lld is outside [0, %lld)", (long long)id,
+                (long long)(i / t->shape[1]), (long long)n_experts);
+            return;
+        }
+    }
+}
+
 static void bind_layer(binder *b, int L, v4_layer_w *lw)
 {
     const v4_config *c = b->c;
@@ -211,6 +237,7 @@ static void bind_layer(binder *b, int L, v4_layer_w *lw)
             if (t->dtype != DT_I32 && t->dtype != DT_I64)
                 bad(b, t, "dtype %s, expected I32", dt_name(t->dtype));
             want_shape(b, t, 2, c->vocab_size, c->n_active);
+            check_expert_ids(b, t, c->n_experts);
             lw->tid2eid = (v4_mat){.fmt = WF_I32, .dtype = t->dtype, .rows = c->vocab_size, .cols = c->n_active,
                                    .data = t->data, .name = t->name, .src = t};
         }
@@ -221,9 +248,16 @@ static void bind_layer(binder *b, int L, v4_layer_w *lw)
     bind_linear(b, &lw->sh_w3, NAME("ffn.shared_experts.w3"), c->moe_inter, D);
     bind_linear(b, &lw->sh_w2, NAME("ffn.shared_experts.w2"), D, c->moe_inter);
 
-    lw->exp_w1 = calloc((size_t)c->n_experts, sizeof(v4_mat));
-    lw->exp_w2 = calloc((size_t)c->n_experts, sizeof(v4_mat));
-    lw->exp_w3 = calloc((size_t)c->n_experts, sizeof(v4_mat));
+    /* one zeroed entry past the end: weights_visit stops at the first
+     * expert without data */
+    lw->exp_w1 = calloc((size_t)c->n_experts + 1, sizeof(v4_mat));
+    lw->exp_w2 = calloc((size_t)c->n_experts + 1, sizeof(v4_mat));
+    lw->exp_w3 = calloc((size_t)c->n_experts + 1, sizeof(v4_mat));
+    if (!lw->exp_w1 || !lw->exp_w2 || !lw->exp_w3) {
+        v4_errf(b->err, "out of memory for %lld experts of layer %d", (long long)c->n_experts, L);
+        b->failed = 1;
+        return;
+    }
     for (int64_t j = 0; j < c->n_experts && !b->failed; j++) {
         bind_linear(b, &lw->exp_w1[j], NAME("ffn.experts.%lld.w1", (long long)j), c->moe_inter, D);
         bind_linear(b, &lw->exp_w3[j], NAME("ffn.experts.%lld.w3", (long long)j), c->moe_inter, D);
@@ -357,10 +391,10 @@ static int convert_one(v4_mat *m, void *vctx, v4_err *err)
     for (size_t i = 0; i < n; i++) {
         /* OCP NaN is 0x7F/0xFF; fnuz NaN is 0x80, and fnuz 0x7F/0xFF (+-240)
          * would read as NaN in OCP */
-        bool nan = (w[i] & 0x7F) == 0x7F || (!to_fnuz && w[i] == 0x80);
-        if (nan)
-            return v4_errf(err, "%s: tensor '%s': NaN code 0x%02X at element %zu has no equal in %s", wt->file,
-                           m->name, w[i], i, dt_name(cx->target));
+        if ((w[i] & 0x7F) == 0x7F || (!to_fnuz && w[i] == 0x80))
+            return v4_errf(err, "%s: tensor '%s': code 0x%02X (%s in %s) at element %zu has no equal in %s",
+                           wt->file, m->name, w[i], w[i] == 0x80 || to_fnuz ? "NaN" : "+-240", dt_name(m->dtype),
+                           i, dt_name(cx->target));
     }
     for (size_t i = 0; i < ns; i++) {
         if (s[i] == 0xFF || (to_fnuz && s[i] == 0xFE) || (!to_fnuz && s[i] == 0))
@@ -383,4 +417,76 @@ int weights_convert_fp8(v4_weights *w, const st_archive *a, dtype_t target, v4_e
         return v4_errf(err, "FP8 weights convert only to F8_E4M3 or F8_E4M3FNUZ, not %s", dt_name(target));
     convert_ctx cx = {a, target};
     return weights_visit(w, convert_one, &cx, err);
+}
+
+/* ---- row decoding ---- */
+
+static float LUT[DT_COUNT][256];
+static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
+
+static void init_luts(void)
+{
+    for (int b = 0; b < 256; b++) {
+        LUT[DT_F8_E4M3][b] = dt_e4m3_to_f32((uint8_t)b);
+        LUT[DT_F8_E5M2][b] = dt_e5m2_to_f32((uint8_t)b);
+        LUT[DT_F8_E4M3FNUZ][b] = dt_e4m3fnuz_to_f32((uint8_t)b);
+        LUT[DT_F8_E5M2FNUZ][b] = dt_e5m2fnuz_to_f32((uint8_t)b);
+        LUT[DT_F8_E8M0][b] = dt_e8m0_to_f32((uint8_t)b);
+    }
+}
+
+const float *dt_fp8_table(dtype_t t)
+{
+    pthread_once(&lut_once, init_luts);
+    return (dt_is_fp8(t) || t == DT_F8_E8M0) ? LUT[t] : NULL;
+}
+
+void mat_row_f32(const v4_mat *m, int64_t row, int64_t col0, int64_t n, float *out)
+{
+    const uint8_t *base = m->data;
+    if (m->fmt == WF_PLAIN) {
+        dt_to_f32(m->dtype, base + dt_bytes(m->dtype, row * m->cols + col0), out, n);
+        return;
+    }
+    if (m->fmt == WF_FP8) {
+        const float *lut = dt_fp8_table(m->dtype), *e8 = dt_fp8_table(DT_F8_E8M0);
+        const uint8_t *w = base + row * m->cols;
+        const int64_t sc = (m->cols + V4_FP8_BLOCK - 1) / V4_FP8_BLOCK;
+        const uint8_t *srow = m->scale + (row / V4_FP8_BLOCK) * sc;
+        for (int64_t i = 0; i < n;) {
+            int64_t col = col0 + i, blk = col / V4_FP8_BLOCK;
+            int64_t end = (blk + 1) * V4_FP8_BLOCK - col0;
+            if (end > n)
+                end = n;
+            float s = e8[srow[blk]];
+            for (; i < end; i++)
+                out[i] = lut[w[col0 + i]] * s;
+        }
+        return;
+    }
+    if (m->fmt == WF_MXFP4) {
+        static const float E2M1[16] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
+        const float *e8 = dt_fp8_table(DT_F8_E8M0);
+        const uint8_t *w = base + row * (m->cols / 2);
+        const uint8_t *srow = m->scale + row * (m->cols / V4_MXFP4_GROUP);
+        for (int64_t i = 0; i < n; i += 2) {
+            int64_t col = col0 + i;
+            float s = e8[srow[col / V4_MXFP4_GROUP]];
+            uint8_t b = w[col / 2];
+            out[i] = E2M1[b & 15] * s;
+            if (i + 1 < n)
+                out[i + 1] = E2M1[b >> 4] * s;
+        }
+    }
+}
+
+int mat_expect_fp8(const v4_mat *m, dtype_t expected, v4_err *err)
+{
+    if (m->fmt != WF_FP8)
+        return v4_errf(err, "tensor '%s': %s, not an FP8 block-scaled weight (expected %s)", m->name,
+                       dt_name(m->dtype), dt_name(expected));
+    if (m->dtype != expected)
+        return v4_errf(err, "tensor '%s' holds %s codes but is read as %s: the dialects differ by 2x, "
+                       "convert it with weights_convert_fp8 first", m->name, dt_name(m->dtype), dt_name(expected));
+    return 0;
 }

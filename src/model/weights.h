@@ -37,6 +37,7 @@ typedef struct v4_mat {
     const uint8_t *scale; /* UE8M0; FP8: [ceil(rows/128)][ceil(cols/128)], MXFP4: [rows][cols/32] */
     const char *name;     /* official name, for messages */
     const st_tensor *src, *src_scale; /* the archive tensors it was bound from */
+    bool backend_owned; /* data/scale were allocated by a backend's upload_mat */
 } v4_mat;
 
 typedef struct v4_compressor_w {
@@ -86,6 +87,12 @@ void weights_free(v4_weights *w);
  * error naming the tensor. No-op for weights already in `target`. */
 int weights_convert_fp8(v4_weights *w, const st_archive *a, dtype_t target, v4_err *err);
 
+/* The check every FP8 reader makes before touching the codes: 0 when `m`
+ * is an FP8 weight in the `expected` dialect, else -1 with a message naming
+ * the tensor and both dialects (reading fnuz bytes as OCP, or the reverse,
+ * would be off by 2x without any other sign). */
+int mat_expect_fp8(const v4_mat *m, dtype_t expected, v4_err *err);
+
 /* Number of elements and bytes of a matrix as stored (data + scale). */
 int64_t mat_elems(const v4_mat *m);
 size_t mat_bytes(const v4_mat *m);
@@ -94,5 +101,14 @@ size_t mat_scale_bytes(const v4_mat *m);
 /* Visits every matrix of the model (for upload, statistics, conversion). */
 typedef int (*weights_visit_fn)(v4_mat *m, void *ctx, v4_err *err);
 int weights_visit(v4_weights *w, weights_visit_fn fn, void *ctx, v4_err *err);
+
+/* Decodes n values of one row of a host-memory matrix, from column col0, to
+ * fp32: plain floats, FP8 (in the dialect the matrix declares) times its
+ * block scale, or MXFP4 times its group scale. col0 must be a multiple of 32
+ * for MXFP4. */
+void mat_row_f32(const v4_mat *m, int64_t row, int64_t col0, int64_t n, float *out);
+
+/* 256-entry decode table of an FP8 dtype (the four FP8 types and E8M0). */
+const float *dt_fp8_table(dtype_t t);
 
 #endif

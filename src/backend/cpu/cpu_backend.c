@@ -1,0 +1,157 @@
+/* The CPU backend: host memory, the op table, and matrix "upload" (the CPU
+ * reads weights in place from the mapped checkpoint). */
+#include "backend/cpu/cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *cpu_alloc(v4_backend *be, size_t bytes, v4_err *err)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+        v4_errf(err, "out of host memory allocating %zu bytes", bytes);
+    return p;
+}
+
+static void cpu_free(v4_backend *be, void *p) { free(p); }
+
+static int cpu_copy(v4_backend *be, void *dst, const void *src, size_t bytes, v4_err *err)
+{
+    memcpy(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_upload_mat(v4_backend *be, v4_mat *dst, const v4_mat *src, v4_err *err)
+{
+    if (src->fmt == WF_FP8 && src->dtype != be->fp8_dialect)
+        return v4_errf(err, "tensor '%s' holds %s but this backend computes in %s; convert at load", src->name,
+                       dt_name(src->dtype), dt_name(be->fp8_dialect));
+    *dst = *src;
+    dst->backend_owned = false;
+    return 0;
+}
+
+static void cpu_free_mat(v4_backend *be, v4_mat *m) { (void)m; }
+
+void cpu_fail(v4_backend *be, const char *msg)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    if (!cb->failed)
+        v4_errf(&cb->err, "%s", msg);
+    cb->failed = 1;
+}
+
+void *cpu_scratch(v4_backend *be, size_t bytes)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    if (cb->scratch_cap < bytes) {
+        void *n = NULL;
+        if (posix_memalign(&n, 64, bytes) != 0) {
+            cpu_fail(be, "out of host memory for op scratch");
+            return NULL;
+        }
+        free(cb->scratch);
+        cb->scratch = n;
+        cb->scratch_cap = bytes;
+    }
+    return cb->scratch;
+}
+
+static int cpu_sync(v4_backend *be, v4_err *err)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    if (!cb->failed)
+        return 0;
+    cb->failed = 0;
+    return v4_errf(err, "%s", cb->err.msg);
+}
+
+static int cpu_set_step(v4_backend *be, const v4_step *h, v4_step *d, v4_err *err)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    size_t need = (size_t)h->n_tokens * 3 + (size_t)h->n_seqs * (4 + (size_t)h->max_blocks);
+    if (need > cb->meta_cap) {
+        int32_t *n = realloc(cb->meta, need * sizeof *n);
+        if (!n)
+            return v4_errf(err, "out of memory for step metadata");
+        cb->meta = n;
+        cb->meta_cap = need;
+    }
+    int32_t *p = cb->meta;
+#define COPY(field, count)                                                                                          \
+    do {                                                                                                            \
+        memcpy(p, h->field, (size_t)(count) * sizeof(int32_t));                                                     \
+        d->field = p;                                                                                               \
+        p += (count);                                                                                               \
+    } while (0)
+    *d = *h;
+    COPY(tok_id, h->n_tokens);
+    COPY(tok_pos, h->n_tokens);
+    COPY(tok_seq, h->n_tokens);
+    COPY(seq_slot, h->n_seqs);
+    COPY(seq_start, h->n_seqs);
+    COPY(seq_ntok, h->n_seqs);
+    COPY(seq_row, h->n_seqs);
+    COPY(block_table, (size_t)h->n_seqs * h->max_blocks);
+#undef COPY
+    return 0;
+}
+
+static const v4_backend_ops CPU_OPS = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .upload_mat = cpu_upload_mat,
+    .free_mat = cpu_free_mat,
+    .sync = cpu_sync,
+    .set_step = cpu_set_step,
+    .embed = cpu_embed,
+    .linear = cpu_linear,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .hc_pre = cpu_hc_pre,
+    .hc_post = cpu_hc_post,
+    .hc_head = cpu_hc_head,
+    .compress = cpu_compress,
+    .index_topk = cpu_index_topk,
+    .attention = cpu_attention,
+    .ring_store = cpu_ring_store,
+    .moe_route = cpu_moe_route,
+    .moe_experts = cpu_moe_experts,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .scale = cpu_scale,
+    .gather_rows = cpu_gather_rows,
+};
+
+int backend_cpu_create(int n_threads, dtype_t fp8_dialect, v4_backend **out, v4_err *err)
+{
+    *out = NULL;
+    if (fp8_dialect != DT_F8_E4M3 && fp8_dialect != DT_F8_E4M3FNUZ)
+        return v4_errf(err, "the CPU backend computes in F8_E4M3 or F8_E4M3FNUZ, not %s", dt_name(fp8_dialect));
+    cpu_backend *cb = calloc(1, sizeof *cb);
+    if (!cb)
+        return v4_errf(err, "out of memory");
+    cb->base.ops = &CPU_OPS;
+    cb->base.fp8_dialect = fp8_dialect;
+    cb->tp = tp_create(n_threads);
+    if (!cb->tp) {
+        free(cb);
+        return v4_errf(err, "cannot start CPU worker threads");
+    }
+    *out = &cb->base;
+    return 0;
+}
+
+void backend_cpu_destroy(v4_backend *be)
+{
+    if (!be)
+        return;
+    cpu_backend *cb = (cpu_backend *)be;
+    tp_destroy(cb->tp);
+    free(cb->meta);
+    free(cb->scratch);
+    free(cb);
+}
