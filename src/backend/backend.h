@@ -39,14 +39,18 @@ typedef struct v4_step {
     const int32_t *block_table; /* [n_seqs][max_blocks] */
 } v4_step;
 
-/* Storage of one layer's state (see engine/kv_layout.h), backend memory.
- * Element type: F32 on the CPU; a GPU may store bf16 or FP8 (kv_dtype). */
+/* Storage of one layer's state (see engine/kv_layout.h), backend memory,
+ * allocated by the backend's alloc_kv. Element type of ring, entries and
+ * keys: fp32 on the CPU; a GPU backend may store bf16, or FP8 with one scale
+ * per stored vector in the *_scale arrays. Accumulators are always fp32. */
 typedef struct v4_layer_kv {
     void *ring;       /* [n_slots][W][d] */
     void *entries;    /* [n_blocks][epb][d]   compressed entries (CSA, HCA) */
     void *idx_keys;   /* [n_blocks][epb][c]   indexer keys (CSA) */
     float *comp_acc;  /* [n_slots][n_acc][3][d] compressor accumulators */
     float *idx_acc;   /* [n_slots][n_acc][3][c] indexer compressor accumulators */
+    float *ring_scale, *entry_scale, *idx_scale; /* FP8 storage only */
+    dtype_t dtype;    /* element type of ring, entries, idx_keys */
 } v4_layer_kv;
 
 typedef struct v4_attn_shape {
@@ -73,6 +77,16 @@ typedef struct v4_hc_shape {
     float eps, hc_eps;
 } v4_hc_shape;
 
+/* Per-row parameters of on-device sampling (op `sample`). */
+typedef struct v4_sample_params {
+    float temperature; /* 0: greedy (argmax, lowest id on ties) */
+    int32_t top_k;     /* 0: off */
+    float top_p;       /* 1: off */
+    uint32_t reserved;
+    uint64_t seed;     /* with `step`, the only source of randomness: see util/rng.h */
+    uint64_t step;
+} v4_sample_params;
+
 typedef struct v4_backend_ops {
     const char *name;
 
@@ -86,6 +100,9 @@ typedef struct v4_backend_ops {
      * memory. FP8 weights must already be in the backend's dialect. */
     int (*upload_mat)(v4_backend *be, v4_mat *dst, const v4_mat *src, v4_err *err);
     void (*free_mat)(v4_backend *be, v4_mat *m);
+    /* Allocates / frees one layer's state storage for geometry g. */
+    int (*alloc_kv)(v4_backend *be, const kv_geom *g, int layer, v4_layer_kv *out, v4_err *err);
+    void (*free_kv)(v4_backend *be, v4_layer_kv *kv);
     /* Waits for queued work; returns the first error of any op since the last sync. */
     int (*sync)(v4_backend *be, v4_err *err);
     /* Refreshes the backend's fixed metadata buffers from a host mirror
@@ -147,12 +164,32 @@ typedef struct v4_backend_ops {
     void (*scale)(v4_backend *be, float *y, float s, int64_t count);
     /* dst[i] = src[rows[i]] for rows of `width` floats */
     void (*gather_rows)(v4_backend *be, float *dst, const float *src, const int32_t *rows, int n, int64_t width);
+    /* One token per row of logits [n][vocab] with per-row params (backend
+     * memory): p = softmax(logits / T) restricted to the top_k most likely
+     * tokens (ties to the lower id), then to the smallest prefix of them, in
+     * descending probability, whose mass reaches top_p; u = rng_uniform(seed,
+     * step); the token is the first of that prefix whose cumulative kept
+     * mass exceeds u * (kept mass). */
+    void (*sample)(v4_backend *be, int32_t *ids, const float *logits, int n, int64_t vocab,
+                   const v4_sample_params *p);
+
+    /* Graph capture; NULL where a backend has none. Ops issued between
+     * capture_begin and capture_end are recorded instead of run, and
+     * graph_launch replays them with whatever the metadata buffers hold. */
+    int (*capture_begin)(v4_backend *be, v4_err *err);
+    int (*capture_end)(v4_backend *be, void **graph, v4_err *err);
+    int (*graph_launch)(v4_backend *be, void *graph, v4_err *err);
+    void (*graph_free)(v4_backend *be, void *graph);
 } v4_backend_ops;
 
 struct v4_backend {
     const v4_backend_ops *ops;
     dtype_t fp8_dialect; /* the FP8 dialect this backend computes in */
 };
+
+/* The CPU reference of the `sample` op for one row (also used by tests of
+ * GPU sampling): see v4_backend_ops.sample. `scratch` holds 2*vocab floats. */
+int32_t sample_row_ref(const float *logits, int64_t vocab, const v4_sample_params *p, float *scratch);
 
 /* Backends this build has. */
 int backend_cpu_create(int n_threads, dtype_t fp8_dialect, v4_backend **out, v4_err *err);

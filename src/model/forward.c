@@ -42,6 +42,7 @@ struct v4_forward {
     void **allocs;
     size_t n_allocs;
     v4_layer_kv kv[V4_MAX_LAYERS];
+    int n_kv; /* layers whose storage is allocated */
     /* host mirror of the step metadata */
     int32_t *h_tok_id, *h_tok_pos, *h_tok_seq;
     int32_t *h_seq_slot, *h_seq_start, *h_seq_ntok, *h_seq_row, *h_block_table;
@@ -118,21 +119,9 @@ int fwd_create(v4_model *m, const kv_geom *g, int max_tokens, v4_forward **out, 
     ALLOC(a->logit_rows, n);
 
     for (int l = 0; l < g->n_layers; l++) {
-        const kv_layer_geom *lg = &g->layer[l];
-        v4_layer_kv *k = &f->kv[l];
-        float *p;
-        ALLOC(p, g->n_slots * g->window * lg->head);
-        k->ring = p;
-        if (lg->kind != LAYER_SLIDING) {
-            ALLOC(p, g->n_blocks * lg->entries_per_block * lg->head);
-            k->entries = p;
-            ALLOC(k->comp_acc, g->n_slots * lg->n_acc * KV_ACC_FIELDS * lg->head);
-        }
-        if (lg->kind == LAYER_CSA) {
-            ALLOC(p, g->n_blocks * lg->entries_per_block * lg->idx_head);
-            k->idx_keys = p;
-            ALLOC(k->idx_acc, g->n_slots * lg->n_acc * KV_ACC_FIELDS * lg->idx_head);
-        }
+        f->n_kv = l + 1; /* free_kv copes with a partial allocation */
+        if (m->be->ops->alloc_kv(m->be, g, l, &f->kv[l], err))
+            goto fail;
     }
 
     const int64_t S = g->n_slots;
@@ -163,6 +152,8 @@ void fwd_destroy(v4_forward *f)
         return;
     for (size_t i = 0; i < f->n_allocs; i++)
         f->m->be->ops->free(f->m->be, f->allocs[i]);
+    for (int l = 0; l < f->n_kv; l++)
+        f->m->be->ops->free_kv(f->m->be, &f->kv[l]);
     free(f->allocs);
     free(f->h_tok_id);
     free(f->h_tok_pos);

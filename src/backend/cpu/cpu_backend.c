@@ -97,6 +97,39 @@ static int cpu_set_step(v4_backend *be, const v4_step *h, v4_step *d, v4_err *er
     return 0;
 }
 
+static int cpu_alloc_kv(v4_backend *be, const kv_geom *g, int layer, v4_layer_kv *kv, v4_err *err)
+{
+    const kv_layer_geom *lg = &g->layer[layer];
+    memset(kv, 0, sizeof *kv);
+    kv->dtype = DT_F32;
+    kv->ring = cpu_alloc(be, (size_t)(g->n_slots * g->window * lg->head) * sizeof(float), err);
+    if (!kv->ring)
+        return -1;
+    if (lg->kind != LAYER_SLIDING) {
+        kv->entries = cpu_alloc(be, (size_t)(g->n_blocks * lg->entries_per_block * lg->head) * sizeof(float), err);
+        kv->comp_acc = cpu_alloc(be, (size_t)(g->n_slots * lg->n_acc * KV_ACC_FIELDS * lg->head) * sizeof(float), err);
+        if (!kv->entries || !kv->comp_acc)
+            return -1;
+    }
+    if (lg->kind == LAYER_CSA) {
+        kv->idx_keys = cpu_alloc(be, (size_t)(g->n_blocks * lg->entries_per_block * lg->idx_head) * sizeof(float), err);
+        kv->idx_acc = cpu_alloc(be, (size_t)(g->n_slots * lg->n_acc * KV_ACC_FIELDS * lg->idx_head) * sizeof(float), err);
+        if (!kv->idx_keys || !kv->idx_acc)
+            return -1;
+    }
+    return 0;
+}
+
+static void cpu_free_kv(v4_backend *be, v4_layer_kv *kv)
+{
+    free(kv->ring);
+    free(kv->entries);
+    free(kv->idx_keys);
+    free(kv->comp_acc);
+    free(kv->idx_acc);
+    memset(kv, 0, sizeof *kv);
+}
+
 static const v4_backend_ops CPU_OPS = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -105,6 +138,8 @@ static const v4_backend_ops CPU_OPS = {
     .download = cpu_copy,
     .upload_mat = cpu_upload_mat,
     .free_mat = cpu_free_mat,
+    .alloc_kv = cpu_alloc_kv,
+    .free_kv = cpu_free_kv,
     .sync = cpu_sync,
     .set_step = cpu_set_step,
     .embed = cpu_embed,
