@@ -185,6 +185,7 @@ typedef struct v4_backend_ops {
 struct v4_backend {
     const v4_backend_ops *ops;
     dtype_t fp8_dialect; /* the FP8 dialect this backend computes in */
+    int kv_elem_bytes;   /* bytes per stored KV channel (memory budgets) */
 };
 
 /* The CPU reference of the `sample` op for one row (also used by tests of

@@ -13,6 +13,7 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"inspect", cmd_inspect, "summarise a checkpoint: config, layer schedule, parameters, KV bytes"},
     {"check-golden", cmd_check_golden, "compare logits with a golden file (prefill, chunked, token by token)"},
+    {"generate", cmd_generate, "generate text for one prompt through the serving engine"},
 };
 
 static void usage(FILE *f)

@@ -171,6 +171,7 @@ int backend_cpu_create(int n_threads, dtype_t fp8_dialect, v4_backend **out, v4_
         return v4_errf(err, "out of memory");
     cb->base.ops = &CPU_OPS;
     cb->base.fp8_dialect = fp8_dialect;
+    cb->base.kv_elem_bytes = sizeof(float);
     cb->tp = tp_create(n_threads);
     if (!cb->tp) {
         free(cb);
