@@ -105,6 +105,10 @@ typedef struct v4_backend_ops {
     void (*free_kv)(v4_backend *be, v4_layer_kv *kv);
     /* Waits for queued work; returns the first error of any op since the last sync. */
     int (*sync)(v4_backend *be, v4_err *err);
+    /* Sizes the fixed metadata buffers once, before the first step, for
+     * steps of up to max_tokens tokens and max_seqs sequences with block
+     * tables of max_blocks entries; set_step never allocates afterwards. */
+    int (*reserve_step)(v4_backend *be, int max_tokens, int max_seqs, int max_blocks, v4_err *err);
     /* Refreshes the backend's fixed metadata buffers from a host mirror
      * (arrays laid out as in v4_step) and returns the device view. */
     int (*set_step)(v4_backend *be, const v4_step *host, v4_step *dev, v4_err *err);
@@ -153,9 +157,11 @@ typedef struct v4_backend_ops {
      * layers, which take ids from tid2eid[tok_id]. */
     void (*moe_route)(v4_backend *be, int32_t *ids, float *w, const float *logits, const float *bias,
                       const v4_mat *tid2eid, const v4_step *st, int n_experts, int k, float route_scale);
-    /* y[t] = sum_j w[t][j] * expert_{ids[t][j]}(x[t]) with clamped SwiGLU. */
+    /* y[t] = sum_j w[t][j] * expert_{ids[t][j]}(x[t]) with clamped SwiGLU.
+     * scratch: backend memory of at least moe_scratch_floats(n, k, D, I, E)
+     * floats, for the token permutation and the experts' intermediates. */
     void (*moe_experts)(v4_backend *be, float *y, const float *x, const int32_t *ids, const float *w, int n,
-                        int k, const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, float limit);
+                        int k, const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, float limit, float *scratch);
     /* h = silu(min(g, limit)) * clamp(u, -limit, limit) */
     void (*swiglu)(v4_backend *be, float *h, const float *g, const float *u, int64_t count, float limit);
     /* y += x */
@@ -187,6 +193,13 @@ struct v4_backend {
     dtype_t fp8_dialect; /* the FP8 dialect this backend computes in */
     int kv_elem_bytes;   /* bytes per stored KV channel (memory budgets) */
 };
+
+/* Scratch the moe_experts op may use: per (token, choice) pair an input row,
+ * an output row and three intermediate rows, plus per-expert counters. */
+static inline int64_t moe_scratch_floats(int64_t n, int64_t k, int64_t D, int64_t I, int64_t E)
+{
+    return n * k * (2 * D + 3 * I + 2) + 4 * (E + 1);
+}
 
 /* The CPU reference of the `sample` op for one row (also used by tests of
  * GPU sampling): see v4_backend_ops.sample. `scratch` holds 2*vocab floats. */

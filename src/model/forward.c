@@ -28,6 +28,7 @@ typedef struct acts {
     int32_t *ids;  /* [n][k] */
     float *rw;     /* [n][k] routing weights */
     float *sg, *su, *sh; /* [n][I] shared expert */
+    float *moe_scratch;  /* moe_scratch_floats(n, k, D, I, E) */
     float *xg;     /* [n][ns][D] gathered rows for logits */
     float *xh;     /* [n][D] */
     float *logits; /* [n][V] */
@@ -113,11 +114,14 @@ int fwd_create(v4_model *m, const kv_geom *g, int max_tokens, v4_forward **out, 
     ALLOC(a->sg, n * c->moe_inter);
     ALLOC(a->su, n * c->moe_inter);
     ALLOC(a->sh, n * c->moe_inter);
+    ALLOC(a->moe_scratch, moe_scratch_floats(n, c->n_active, D, c->moe_inter, c->n_experts));
     ALLOC(a->xg, n * ns * D);
     ALLOC(a->xh, n * D);
     ALLOC(a->logits, n * c->vocab_size);
     ALLOC(a->logit_rows, n);
 
+    if (m->be->ops->reserve_step(m->be, max_tokens, (int)g->n_slots, (int)g->max_blocks_per_seq, err))
+        goto fail;
     for (int l = 0; l < g->n_layers; l++) {
         f->n_kv = l + 1; /* free_kv copes with a partial allocation */
         if (m->be->ops->alloc_kv(m->be, g, l, &f->kv[l], err))
@@ -312,7 +316,8 @@ static void moe_block(v4_forward *f, int L, const v4_step *st, int n)
     ops->linear(be, a->gl, a->xn, n, &lw->gate_w, 1);
     ops->moe_route(be, a->ids, a->rw, a->gl, lw->hashed ? NULL : F(&lw->gate_bias), lw->hashed ? &lw->tid2eid : NULL,
                    st, (int)c->n_experts, (int)c->n_active, (float)c->routed_scale);
-    ops->moe_experts(be, a->y, a->xn, a->ids, a->rw, n, (int)c->n_active, lw->exp_w1, lw->exp_w2, lw->exp_w3, limit);
+    ops->moe_experts(be, a->y, a->xn, a->ids, a->rw, n, (int)c->n_active, lw->exp_w1, lw->exp_w2, lw->exp_w3, limit,
+                     a->moe_scratch);
     ops->linear(be, a->sg, a->xn, n, &lw->sh_w1, 1);
     ops->linear(be, a->su, a->xn, n, &lw->sh_w3, 1);
     ops->swiglu(be, a->sh, a->sg, a->su, (int64_t)n * c->moe_inter, limit);

@@ -18,6 +18,7 @@ typedef struct attn_ctx {
     const v4_step *st;
     const v4_attn_shape *sh;
     tp_pool *tp;
+    v4_backend *be;
 } attn_ctx;
 
 /* Collects the key vectors visible to token row t, compressed entries first,
@@ -59,16 +60,18 @@ static void attend(void *vc, int64_t b, int64_t e, int worker)
     const int H = sh->n_heads, d = sh->head_dim;
     const float scale = 1.0f / sqrtf((float)d);
     const int64_t t_first = b / H, t_last = (e - 1) / H;
+    /* scratch for the most keys any token can see in this pool (sized for
+     * the longest context, so it is allocated once): key pointers, scores */
+    const int64_t max_keys = sh->window + (sh->kind == LAYER_CSA ? sh->topk : 0) +
+                             (sh->kind == LAYER_HCA ? (int64_t)c->st->max_blocks * sh->entries_per_block : 0);
+    char *scr = tp_scratch(c->tp, worker, (size_t)max_keys * (sizeof(float *) + sizeof(float)));
+    if (!scr) {
+        cpu_fail((v4_backend *)c->be, "out of memory for attention scratch");
+        return;
+    }
+    const float **keys = (const float **)scr;
+    float *score = (float *)(scr + (size_t)max_keys * sizeof(float *));
     for (int64_t t = t_first; t <= t_last; t++) {
-        const int s = c->st->tok_seq[t];
-        const int64_t p = c->st->tok_pos[t];
-        int64_t max_keys = sh->window + (sh->kind == LAYER_CSA ? sh->topk : 0) +
-                           (sh->kind == LAYER_HCA ? (p + 1) / sh->ratio : 0);
-        (void)s;
-        /* scratch: key pointers then scores */
-        char *scr = tp_scratch(c->tp, worker, (size_t)max_keys * (sizeof(float *) + sizeof(float)));
-        const float **keys = (const float **)scr;
-        float *score = (float *)(scr + (size_t)max_keys * sizeof(float *));
         const int64_t nk = visible_keys(c, t, keys);
         const int h0 = t == t_first ? (int)(b % H) : 0;
         const int h1 = t == t_last ? (int)((e - 1) % H) : H - 1;
@@ -99,7 +102,7 @@ static void attend(void *vc, int64_t b, int64_t e, int worker)
 void cpu_attention(v4_backend *be, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
                    const int32_t *sel, const float *sinks, const v4_step *st, const v4_attn_shape *sh)
 {
-    attn_ctx c = {o, q, kv, lkv, sel, sinks, st, sh, cpu_tp(be)};
+    attn_ctx c = {o, q, kv, lkv, sel, sinks, st, sh, cpu_tp(be), be};
     tp_run(cpu_tp(be), (int64_t)st->n_tokens * sh->n_heads, sh->n_heads, attend, &c);
 }
 

@@ -13,17 +13,11 @@ typedef struct cpu_backend {
     /* fixed step-metadata buffers, grown when a larger step arrives */
     int32_t *meta;
     size_t meta_cap;
-    /* op scratch (MoE token groups), grown on demand, then reused */
-    void *scratch;
-    size_t scratch_cap;
     v4_err err; /* first op failure since the last sync */
     int failed;
 } cpu_backend;
 
-/* Backend-wide scratch of at least `bytes` for ops that run on the calling
- * thread; NULL when out of memory (the op then leaves its output unset and
- * the backend reports the error at sync). */
-void *cpu_scratch(v4_backend *be, size_t bytes);
+/* Records an op failure (reported by sync). */
 void cpu_fail(v4_backend *be, const char *msg);
 
 static inline tp_pool *cpu_tp(v4_backend *be) { return ((cpu_backend *)be)->tp; }
@@ -55,7 +49,7 @@ void cpu_ring_store(v4_backend *be, v4_layer_kv *lkv, const float *kv, const v4_
 void cpu_moe_route(v4_backend *be, int32_t *ids, float *w, const float *logits, const float *bias,
                    const v4_mat *tid2eid, const v4_step *st, int n_experts, int k, float route_scale);
 void cpu_moe_experts(v4_backend *be, float *y, const float *x, const int32_t *ids, const float *w, int n, int k,
-                     const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, float limit);
+                     const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, float limit, float *scratch);
 void cpu_swiglu(v4_backend *be, float *h, const float *g, const float *u, int64_t count, float limit);
 void cpu_add(v4_backend *be, float *y, const float *x, int64_t count);
 void cpu_scale(v4_backend *be, float *y, float s, int64_t count);

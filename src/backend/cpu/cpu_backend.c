@@ -41,22 +41,6 @@ void cpu_fail(v4_backend *be, const char *msg)
     cb->failed = 1;
 }
 
-void *cpu_scratch(v4_backend *be, size_t bytes)
-{
-    cpu_backend *cb = (cpu_backend *)be;
-    if (cb->scratch_cap < bytes) {
-        void *n = NULL;
-        if (posix_memalign(&n, 64, bytes) != 0) {
-            cpu_fail(be, "out of host memory for op scratch");
-            return NULL;
-        }
-        free(cb->scratch);
-        cb->scratch = n;
-        cb->scratch_cap = bytes;
-    }
-    return cb->scratch;
-}
-
 static int cpu_sync(v4_backend *be, v4_err *err)
 {
     cpu_backend *cb = (cpu_backend *)be;
@@ -66,10 +50,15 @@ static int cpu_sync(v4_backend *be, v4_err *err)
     return v4_errf(err, "%s", cb->err.msg);
 }
 
-static int cpu_set_step(v4_backend *be, const v4_step *h, v4_step *d, v4_err *err)
+static size_t meta_ints(int n_tokens, int n_seqs, int max_blocks)
+{
+    return (size_t)n_tokens * 3 + (size_t)n_seqs * (4 + (size_t)max_blocks);
+}
+
+static int cpu_reserve_step(v4_backend *be, int max_tokens, int max_seqs, int max_blocks, v4_err *err)
 {
     cpu_backend *cb = (cpu_backend *)be;
-    size_t need = (size_t)h->n_tokens * 3 + (size_t)h->n_seqs * (4 + (size_t)h->max_blocks);
+    size_t need = meta_ints(max_tokens, max_seqs, max_blocks);
     if (need > cb->meta_cap) {
         int32_t *n = realloc(cb->meta, need * sizeof *n);
         if (!n)
@@ -77,6 +66,14 @@ static int cpu_set_step(v4_backend *be, const v4_step *h, v4_step *d, v4_err *er
         cb->meta = n;
         cb->meta_cap = need;
     }
+    return 0;
+}
+
+static int cpu_set_step(v4_backend *be, const v4_step *h, v4_step *d, v4_err *err)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    if (meta_ints(h->n_tokens, h->n_seqs, h->max_blocks) > cb->meta_cap)
+        return v4_errf(err, "step of %d tokens, %d sequences exceeds the reserved metadata", h->n_tokens, h->n_seqs);
     int32_t *p = cb->meta;
 #define COPY(field, count)                                                                                          \
     do {                                                                                                            \
@@ -141,6 +138,7 @@ static const v4_backend_ops CPU_OPS = {
     .alloc_kv = cpu_alloc_kv,
     .free_kv = cpu_free_kv,
     .sync = cpu_sync,
+    .reserve_step = cpu_reserve_step,
     .set_step = cpu_set_step,
     .embed = cpu_embed,
     .linear = cpu_linear,
@@ -188,6 +186,5 @@ void backend_cpu_destroy(v4_backend *be)
     cpu_backend *cb = (cpu_backend *)be;
     tp_destroy(cb->tp);
     free(cb->meta);
-    free(cb->scratch);
     free(cb);
 }

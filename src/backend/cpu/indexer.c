@@ -33,6 +33,7 @@ typedef struct idx_ctx {
     const v4_step *st;
     int h, c, ratio, epb, topk;
     tp_pool *tp;
+    v4_backend *be;
 } idx_ctx;
 
 static void topk_rows(void *vc, int64_t b, int64_t e, int worker)
@@ -50,7 +51,12 @@ static void topk_rows(void *vc, int64_t b, int64_t e, int worker)
         }
         const int32_t *bt = x->st->block_table + (int64_t)s * x->st->max_blocks;
         const float *q = x->qI + t * x->h * x->c, *w = x->wI + t * x->h;
-        scored *sc = tp_scratch(x->tp, worker, (size_t)n_elig * sizeof *sc);
+        /* sized for the longest context, so it is allocated once */
+        scored *sc = tp_scratch(x->tp, worker, (size_t)x->st->max_blocks * x->epb * sizeof *sc);
+        if (!sc) {
+            cpu_fail(x->be, "out of memory for indexer scratch");
+            return;
+        }
         for (int64_t i = 0; i < n_elig; i++) {
             const float *key = cpu_entry((void *)x->keys, bt, i, x->epb, x->c);
             float score = 0;
@@ -71,6 +77,6 @@ void cpu_index_topk(v4_backend *be, int32_t *sel, const float *qI, const float *
                     const v4_step *st, int n_heads, int head_dim, int ratio, int entries_per_block,
                     int block_tokens, int topk)
 {
-    idx_ctx c = {sel, qI, wI, keys, st, n_heads, head_dim, ratio, entries_per_block, topk, cpu_tp(be)};
+    idx_ctx c = {sel, qI, wI, keys, st, n_heads, head_dim, ratio, entries_per_block, topk, cpu_tp(be), be};
     tp_run(cpu_tp(be), st->n_tokens, 1, topk_rows, &c);
 }

@@ -59,15 +59,12 @@ void cpu_moe_route(v4_backend *be, int32_t *ids, float *w, const float *logits, 
 }
 
 void cpu_moe_experts(v4_backend *be, float *y, const float *x, const int32_t *ids, const float *w, int n, int k,
-                     const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, float limit)
+                     const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, float limit, float *scratch)
 {
     const int64_t D = w1->cols, I = w1->rows;
     /* scratch: per (token, choice) outputs, then one expert's gathered rows */
     const int64_t pairs = (int64_t)n * k;
-    float *buf = cpu_scratch(be, (size_t)(2 * pairs * D + 3 * pairs * I) * sizeof(float) +
-                                     (size_t)pairs * sizeof(int32_t));
-    if (!buf)
-        return;
+    float *buf = scratch;
     float *ybuf = buf, *xe = ybuf + pairs * D, *ge = xe + pairs * D, *ue = ge + pairs * I, *he = ue + pairs * I;
     int32_t *who = (int32_t *)(he + pairs * I);
     int64_t n_exp = 0;
