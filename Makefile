@@ -50,6 +50,10 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_HELPER_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# The allocation-counting test wraps the allocator for the library it links.
+$(BUILD)/tests/test_engine_alloc: LDFLAGS += -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc \
+	-Wl,--wrap=posix_memalign -Wl,--wrap=aligned_alloc
+
 # The test runner builds everything, fetches the reference tokenizer, and
 # prints "N passed, N failed" over all test programs.
 test: $(BIN) $(TEST_BIN)
