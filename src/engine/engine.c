@@ -32,7 +32,8 @@ struct eng_engine {
     v4_forward *fwd;
     kv_cache *kv;
     smp_workspace ws;
-    int64_t vocab;
+    int64_t vocab;        /* logits per row */
+    int64_t sample_vocab; /* ids the sampler may pick */
 
     pthread_mutex_t mu; /* guards everything below that other threads touch */
     pthread_cond_t cv;
@@ -75,6 +76,7 @@ int eng_create(v4_model *m, const eng_config *cfg, eng_engine **out, v4_err *err
     e->m = m;
     e->cfg = *cfg;
     e->vocab = m->cfg.vocab_size;
+    e->sample_vocab = cfg->sample_vocab > 0 && cfg->sample_vocab < e->vocab ? cfg->sample_vocab : e->vocab;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     e->accepting = true;
@@ -96,7 +98,7 @@ int eng_create(v4_model *m, const eng_config *cfg, eng_engine **out, v4_err *err
     e->geom.n_blocks = n_blocks;
     int max_tokens = cfg->max_step_tokens > cfg->max_num_seqs ? cfg->max_step_tokens : cfg->max_num_seqs;
     if (fwd_create(m, &e->geom, max_tokens, &e->fwd, err) || kv_cache_create(n_blocks, cfg->max_num_seqs, &e->kv, err) ||
-        smp_workspace_init(&e->ws, e->vocab, err))
+        smp_workspace_init(&e->ws, e->sample_vocab, err))
         goto fail;
     e->running = calloc((size_t)cfg->max_num_seqs, sizeof *e->running);
     e->batch = calloc((size_t)cfg->max_num_seqs, sizeof *e->batch);
@@ -208,7 +210,7 @@ eng_submit_status eng_submit(eng_engine *e, const int32_t *prompt, int n_prompt,
         return v4_errf(err, "out of memory"), ENG_BAD_REQUEST;
     }
     memcpy(r->tokens, prompt, (size_t)n_prompt * sizeof(int32_t));
-    if (smp_state_init(&r->smp, &p->sampling, e->vocab, prompt, n_prompt, err)) {
+    if (smp_state_init(&r->smp, &p->sampling, e->sample_vocab, prompt, n_prompt, err)) {
         req_free(r);
         return ENG_BAD_REQUEST;
     }
@@ -435,9 +437,9 @@ static void sample_and_emit(eng_engine *e, int nb)
             continue; /* prefill continues next step */
         smp_result res;
         v4_err err;
-        if (smp_sample(&r->p.sampling, &r->smp, &e->ws, e->logits + (int64_t)b * e->vocab, e->vocab, &res, &err) ||
+        if (smp_sample(&r->p.sampling, &r->smp, &e->ws, e->logits + (int64_t)b * e->vocab, e->sample_vocab, &res,
+                       &err) ||
             smp_accept(&r->smp, res.token, &err)) {
-            r->cancelled = true; /* finished below with the error */
             for (int i = 0; i < e->n_running; i++)
                 if (e->running[i] == r) {
                     pthread_mutex_lock(&e->mu);

@@ -35,6 +35,8 @@ typedef struct eng_config {
     int64_t max_model_len;   /* context limit per sequence (prompt + output) */
     int64_t kv_budget_bytes; /* memory for compressed KV blocks; 0: enough for max_num_seqs x max_model_len */
     int max_waiting;         /* queued requests beyond which submit refuses (0: unlimited) */
+    int64_t sample_vocab;    /* sample only ids below this (the tokenizer's size when the
+                                model's vocabulary is padded beyond it); 0: all */
 } eng_config;
 
 typedef struct eng_req_params {
