@@ -12,8 +12,10 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"inspect", cmd_inspect, "summarise a checkpoint: config, layer schedule, parameters, KV bytes"},
+    {"mkmodel", cmd_mkmodel, "write a deterministic random checkpoint (tiny, demo or full Flash)"},
     {"check-golden", cmd_check_golden, "compare logits with a golden file (prefill, chunked, token by token)"},
     {"generate", cmd_generate, "generate text for one prompt through the serving engine"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
 };
 
 static void usage(FILE *f)

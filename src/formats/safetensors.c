@@ -34,6 +34,8 @@ static int cmp_tensor_name(const void *a, const void *b)
 
 const st_tensor *st_find(const st_archive *a, const char *name)
 {
+    if (a->n_tensors == 0)
+        return NULL; /* tensors may be NULL */
     st_tensor key = {.name = name};
     return bsearch(&key, a->tensors, a->n_tensors, sizeof key, cmp_tensor_name);
 }
@@ -135,6 +137,10 @@ static int load_shard(st_archive *a, const char *path, v4_err *err)
         return v4_errf(err, "%s: cannot stat: %s", path, strerror(errno));
     }
     size_t size = (size_t)sb.st_size;
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return v4_errf(err, "%s: not a regular file", path);
+    }
     if (size < 8) {
         close(fd);
         return v4_errf(err, "%s: truncated: %zu bytes, shorter than the 8-byte header length", path, size);
@@ -238,7 +244,8 @@ static int file_exists(const char *p)
 /* Sorts, rejects duplicate names across shards. */
 static int finish_archive(st_archive *a, v4_err *err)
 {
-    qsort(a->tensors, a->n_tensors, sizeof *a->tensors, cmp_tensor_name);
+    if (a->n_tensors > 1) /* an empty file leaves tensors NULL, which qsort must not see */
+        qsort(a->tensors, a->n_tensors, sizeof *a->tensors, cmp_tensor_name);
     for (size_t i = 1; i < a->n_tensors; i++)
         if (strcmp(a->tensors[i].name, a->tensors[i - 1].name) == 0)
             return v4_errf(err, "tensor '%s' appears in both %s and %s", a->tensors[i].name,
@@ -278,6 +285,9 @@ static int open_index(st_archive *a, const char *dir, const char *index_path, v4
             seen |= strcmp(a->shards[i].path, p) == 0;
         if (!p)
             rc = v4_errf(err, "out of memory");
+        else if (!seen && !file_exists(p))
+            rc = v4_errf(err, "%s: tensor '%s' is mapped to %s, which does not exist or is not a file", index_path,
+                         name, p);
         else if (!seen)
             rc = load_shard(a, p, err);
         free(p);
@@ -297,6 +307,18 @@ static int open_index(st_archive *a, const char *dir, const char *index_path, v4
             free(p);
             if (rc)
                 break;
+        }
+    }
+    /* Every entry matched a distinct tensor; any further tensor in the
+     * opened shards is one the index does not list, which loaders that go
+     * by the index would never see. */
+    if (rc == 0 && a->n_tensors != json_object_size(wm)) {
+        for (size_t i = 0; i < a->n_tensors; i++) {
+            if (!json_object_get(wm, a->tensors[i].name)) {
+                rc = v4_errf(err, "%s: tensor '%s' in %s is not listed in the index", index_path,
+                             a->tensors[i].name, a->tensors[i].file);
+                break;
+            }
         }
     }
     json_decref(root);
@@ -372,6 +394,9 @@ int st_writer_open(const char *path, const st_spec *specs, size_t n, st_writer *
         const st_spec *s = &specs[i];
         if (s->dtype == DT_MXFP4)
             return json_decref(root), v4_errf(err, "%s: tensor '%s': write MXFP4 as I8", path, s->name);
+        /* a repeated name would silently replace the earlier header entry */
+        if (json_object_get(root, s->name))
+            return json_decref(root), v4_errf(err, "%s: tensor '%s' is listed twice (or is reserved)", path, s->name);
         json_t *shape = json_array();
         for (int d = 0; d < s->ndim; d++)
             json_array_append_new(shape, json_integer(s->shape[d]));
@@ -403,8 +428,12 @@ int st_writer_open(const char *path, const st_spec *specs, size_t n, st_writer *
         return v4_errf(err, "%s: write failed: %s", path, strerror(errno));
     }
     st_writer *w = calloc(1, sizeof *w);
+    if (!w || !(w->path = strdup(path))) {
+        free(w);
+        fclose(f);
+        return v4_errf(err, "%s: out of memory", path);
+    }
     w->f = f;
-    w->path = strdup(path);
     w->expect = off;
     *out = w;
     return 0;

@@ -24,6 +24,7 @@ static json_t *field(reader *r, json_t *obj, const char *key, const char *path)
     if (!v || json_is_null(v)) {
         v4_errf(r->err, "%s: missing field \"%s\"", r->what, path);
         r->failed = 1;
+        return NULL; /* a null value must not reach the type checks, which would overwrite the message */
     }
     return v;
 }

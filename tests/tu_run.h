@@ -1,0 +1,34 @@
+/* Test helper: runs the v4serve binary of the same build folder (the test
+ * program lives in BUILD/tests/, the CLI at BUILD/v4serve) and captures its
+ * exit status, stdout and stderr. */
+#ifndef V4_TESTS_TU_RUN_H
+#define V4_TESTS_TU_RUN_H
+
+typedef struct tr_result {
+    int exited;   /* 1 when it exited normally (not by a signal) */
+    int status;   /* exit status when exited, else the signal number */
+    char *out;    /* stdout, NUL-terminated, owned */
+    char *err;    /* stderr, NUL-terminated, owned */
+} tr_result;
+
+/* Path of BUILD/v4serve next to this test program (static buffer). */
+const char *tr_cli_path(void);
+/* Runs v4serve with the NULL-terminated argument list (without argv[0]).
+ * Returns 0 when the program could be started and waited for. */
+int tr_run(const char *const *args, tr_result *r);
+void tr_free(tr_result *r);
+
+/* One line of `inspect`'s layer schedule:
+ * "layer N KIND [ratio R] window W hash|learned routing". */
+typedef struct tr_layer {
+    int index;
+    char kind[16]; /* sliding, CSA, HCA */
+    int ratio;     /* 0 for sliding */
+    int window;
+    int hashed;
+} tr_layer;
+/* Parses the schedule lines of inspect's output, whitespace-insensitive;
+ * returns how many were found (at most max), or -1 for a malformed line. */
+int tr_parse_schedule(const char *out, tr_layer *layers, int max);
+
+#endif
