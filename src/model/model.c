@@ -134,7 +134,8 @@ static int upload_weights(v4_model *m, v4_err *err)
         up_vec(m, &d->hc_head_base, &s->hc_head_base, err) || up_vec(m, &d->hc_head_scale, &s->hc_head_scale, err))
         return -1;
     for (int L = 0; L < s->n_layers; L++) {
-        size_t nb = (size_t)m->cfg.n_experts * sizeof(v4_mat);
+        /* one more, zeroed: weights_visit stops at the first expert without data */
+        size_t nb = (size_t)(m->cfg.n_experts + 1) * sizeof(v4_mat);
         v4_layer_w *dl = &d->layers[L];
         dl->exp_w1 = calloc(1, nb);
         dl->exp_w2 = calloc(1, nb);
