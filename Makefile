@@ -48,10 +48,10 @@ $(BIN): $(CLI_OBJ) $(LIB)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_HELPER_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(LIB) $(LDFLAGS) $(WRAP_LDFLAGS) $(LDLIBS) -lcmocka
 
 # The allocation-counting test wraps the allocator for the library it links.
-$(BUILD)/tests/test_engine_alloc: LDFLAGS += -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc \
+$(BUILD)/tests/test_engine_alloc: WRAP_LDFLAGS = -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc \
 	-Wl,--wrap=posix_memalign -Wl,--wrap=aligned_alloc
 
 # Builds everything and runs every test program; the runner prints
@@ -70,3 +70,48 @@ clean:
 	rm -rf build build-asan
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d)
+
+# ---- CUDA backend (NVIDIA Hopper, sm_90a) -----------------------------------
+# `make cuda` builds build-cuda/v4serve (the CLI with the CUDA backend) and
+# build-cuda/gpu-tests (tests/gpu/, one TAP program); `make gpu-test` builds
+# and runs them (needs a GPU; scripts/device-run.sh runs the whole device
+# check). Host C files are compiled with -DV4_HAVE_CUDA into build-cuda, the
+# kernels (src/backend/cuda/*.cu) by nvcc; cudart is linked statically.
+CUDA_HOME  ?= /usr/local/cuda
+NVCC       ?= $(CUDA_HOME)/bin/nvcc
+CUDA_BUILD := build-cuda
+NVCCFLAGS  ?= -O2 -g -lineinfo
+NVCCFLAGS  += -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -Wall -Isrc -MMD -MP
+CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++
+
+CU_SRC       := $(wildcard src/backend/cuda/*.cu)
+CU_OBJ       := $(CU_SRC:%.cu=$(CUDA_BUILD)/obj/%.o)
+CUDA_LIB_OBJ := $(LIB_SRC:%.c=$(CUDA_BUILD)/obj/%.o)
+CUDA_CLI_OBJ := $(CLI_SRC:%.c=$(CUDA_BUILD)/obj/%.o)
+GPU_TEST_OBJ := $(patsubst %.c,$(CUDA_BUILD)/obj/%.o,$(wildcard tests/gpu/*.c) tests/testutil.c)
+CUDA_LIB     := $(CUDA_BUILD)/libv4serve.a
+
+.PHONY: cuda gpu-test
+cuda: $(CUDA_BUILD)/v4serve $(CUDA_BUILD)/gpu-tests
+
+gpu-test: cuda
+	V4_ROOT=$(CURDIR) ./$(CUDA_BUILD)/gpu-tests
+
+$(CUDA_BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DV4_HAVE_CUDA -Itests -c $< -o $@
+
+$(CUDA_BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(CUDA_LIB): $(CUDA_LIB_OBJ) $(CU_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(CUDA_BUILD)/v4serve: $(CUDA_CLI_OBJ) $(CUDA_LIB)
+	$(CC) $(CFLAGS) -o $@ $(CUDA_CLI_OBJ) $(CUDA_LIB) $(LDFLAGS) $(LDLIBS) $(CUDA_LDLIBS)
+
+$(CUDA_BUILD)/gpu-tests: $(GPU_TEST_OBJ) $(CUDA_LIB)
+	$(CC) $(CFLAGS) -o $@ $(GPU_TEST_OBJ) $(CUDA_LIB) $(LDFLAGS) $(LDLIBS) $(CUDA_LDLIBS)
+
+-include $(CUDA_LIB_OBJ:.o=.d) $(CUDA_CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d)

@@ -40,6 +40,13 @@ static void topk_rows(void *vc, int64_t b, int64_t e, int worker)
 {
     idx_ctx *x = vc;
     const float kscale = 1.0f / sqrtf((float)x->c);
+    /* sized for the longest context and taken before any early exit, so it
+     * is allocated once, at the first step */
+    scored *sc = tp_scratch(x->tp, worker, (size_t)x->st->max_blocks * x->epb * sizeof *sc);
+    if (!sc) {
+        cpu_fail(x->be, "out of memory for indexer scratch");
+        return;
+    }
     for (int64_t t = b; t < e; t++) {
         int32_t *out = x->sel + t * x->topk;
         const int s = x->st->tok_seq[t];
@@ -51,12 +58,6 @@ static void topk_rows(void *vc, int64_t b, int64_t e, int worker)
         }
         const int32_t *bt = x->st->block_table + (int64_t)s * x->st->max_blocks;
         const float *q = x->qI + t * x->h * x->c, *w = x->wI + t * x->h;
-        /* sized for the longest context, so it is allocated once */
-        scored *sc = tp_scratch(x->tp, worker, (size_t)x->st->max_blocks * x->epb * sizeof *sc);
-        if (!sc) {
-            cpu_fail(x->be, "out of memory for indexer scratch");
-            return;
-        }
         for (int64_t i = 0; i < n_elig; i++) {
             const float *key = cpu_entry((void *)x->keys, bt, i, x->epb, x->c);
             float score = 0;

@@ -26,6 +26,10 @@ struct tp_pool {
     int64_t total, grain;
     atomic_int_fast64_t cursor;
     scratch *scr;
+    /* the largest scratch any worker has asked for: every worker is grown
+     * to it before the next job, so which worker ran which chunk never
+     * decides when memory is allocated */
+    _Atomic size_t max_request;
 };
 
 static void work(tp_pool *p, int worker)
@@ -119,10 +123,26 @@ void tp_destroy(tp_pool *p)
 
 int tp_size(const tp_pool *p) { return p->n; }
 
+static int grow(scratch *s, size_t bytes)
+{
+    size_t size = (bytes + 63) & ~(size_t)63;
+    void *n = NULL;
+    if (posix_memalign(&n, 64, size) != 0)
+        return -1;
+    free(s->p);
+    s->p = n;
+    s->size = size;
+    return 0;
+}
+
 void tp_run(tp_pool *p, int64_t n, int64_t grain, tp_fn fn, void *ctx)
 {
     if (n <= 0)
         return;
+    size_t want = atomic_load(&p->max_request);
+    for (int w = 0; w < p->n; w++)
+        if (p->scr[w].size < want)
+            grow(&p->scr[w], want); /* on failure tp_scratch tries again and reports */
     if (grain < 1)
         grain = 1;
     if (p->n == 1 || n <= grain) {
@@ -149,14 +169,10 @@ void tp_run(tp_pool *p, int64_t n, int64_t grain, tp_fn fn, void *ctx)
 void *tp_scratch(tp_pool *p, int worker, size_t bytes)
 {
     scratch *s = &p->scr[worker];
-    if (s->size < bytes) {
-        size_t size = (bytes + 63) & ~(size_t)63;
-        void *n = NULL;
-        if (posix_memalign(&n, 64, size) != 0)
-            return NULL;
-        free(s->p);
-        s->p = n;
-        s->size = size;
+    size_t seen = atomic_load(&p->max_request);
+    while (bytes > seen && !atomic_compare_exchange_weak(&p->max_request, &seen, bytes)) {
     }
+    if (s->size < bytes && grow(s, bytes) != 0)
+        return NULL;
     return s->p;
 }

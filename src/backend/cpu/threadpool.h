@@ -1,7 +1,9 @@
 /* A small fork-join thread pool for the CPU backend: tp_run splits [0, n)
  * into chunks that the workers (and the calling thread) take dynamically.
- * Each worker has a scratch area that grows on demand and is then reused,
- * so steady-state steps allocate nothing. */
+ * Each worker has a scratch area that grows on demand and is then reused;
+ * every worker is grown to the largest size any of them asked for before
+ * the next job, so once each op has run with its largest request, steps
+ * allocate nothing. */
 #ifndef V4_BACKEND_CPU_THREADPOOL_H
 #define V4_BACKEND_CPU_THREADPOOL_H
 
