@@ -1,4 +1,15 @@
-/* The forward pass (MODEL.md section 4) as a sequence of backend ops. */
+/* The forward pass (MODEL.md section 4) as a sequence of backend ops.
+ *
+ * Decode steps on backends with graph capture (capture_begin != NULL) are
+ * replayed from graphs: the batch is padded to a bucket size (1, 2, 4, ...,
+ * 512, up to the pool's slot count), so one graph per bucket serves every
+ * decode step of that size whatever its sequences, positions and blocks
+ * (those arrive through set_step's device buffers). Padding rows are one-
+ * token sequences at position 0 of a reserved slot whose block table holds
+ * a reserved block: the geometry is allocated with one slot and one block
+ * more than the caller's, invisible to it (fwd_geom returns the caller's).
+ * A bucket's first step runs eagerly (sizing whatever the backend builds on
+ * first use) and is then captured; later steps replay it. */
 #include "model/forward.h"
 
 #include <math.h>
@@ -35,11 +46,24 @@ typedef struct acts {
     int32_t *logit_rows; /* [n] */
 } acts;
 
+#define FWD_MAX_BUCKETS 10 /* decode buckets 1, 2, 4, ..., 512 */
+
+typedef struct fwd_bucket {
+    int size;
+    void *graph; /* NULL until captured */
+} fwd_bucket;
+
 struct v4_forward {
     v4_model *m;
-    kv_geom g;
-    int max_tokens;
+    kv_geom g;      /* the caller's geometry */
+    kv_geom gi;     /* allocated: with graphs, one reserved slot and block more */
+    int max_tokens; /* the caller's step limit */
+    int rows;       /* activation rows: max_tokens, or the largest bucket when more */
     acts a;
+    bool graphs;
+    int n_buckets;
+    fwd_bucket bucket[FWD_MAX_BUCKETS];
+    int32_t *ident_rows; /* [rows] 0, 1, 2, ...: logit rows of a padded decode step */
     void **allocs;
     size_t n_allocs;
     v4_layer_kv kv[V4_MAX_LAYERS];
@@ -85,9 +109,24 @@ int fwd_create(v4_model *m, const kv_geom *g, int max_tokens, v4_forward **out, 
         return v4_errf(err, "out of memory");
     f->m = m;
     f->g = *g;
+    f->gi = *g;
     f->max_tokens = max_tokens;
+    f->rows = max_tokens;
+    f->graphs = m->be->ops->capture_begin != NULL;
+    if (f->graphs) {
+        f->gi.n_slots++;
+        f->gi.n_blocks++;
+        const int64_t cap = g->n_slots < 512 ? g->n_slots : 512;
+        for (int b = 1; f->n_buckets < FWD_MAX_BUCKETS; b *= 2) {
+            f->bucket[f->n_buckets++].size = b;
+            if (b >= cap)
+                break;
+        }
+        if (f->bucket[f->n_buckets - 1].size > f->rows)
+            f->rows = f->bucket[f->n_buckets - 1].size;
+    }
     const v4_config *c = &m->cfg;
-    const int64_t n = max_tokens, D = c->dim, ns = c->hc_mult, Hd = c->n_heads * c->head_dim;
+    const int64_t n = f->rows, D = c->dim, ns = c->hc_mult, Hd = c->n_heads * c->head_dim;
     acts *a = &f->a;
     ALLOC(a->X, n * ns * D);
     ALLOC(a->x, n * D);
@@ -120,15 +159,18 @@ int fwd_create(v4_model *m, const kv_geom *g, int max_tokens, v4_forward **out, 
     ALLOC(a->logits, n * c->vocab_size);
     ALLOC(a->logit_rows, n);
 
-    if (m->be->ops->reserve_step(m->be, max_tokens, (int)g->n_slots, (int)g->max_blocks_per_seq, err))
+    /* sequences of a step: at most the slots, or a padded decode bucket */
+    int64_t S = g->n_slots;
+    if (f->graphs && f->bucket[f->n_buckets - 1].size > S)
+        S = f->bucket[f->n_buckets - 1].size;
+    if (m->be->ops->reserve_step(m->be, f->rows, (int)S, (int)g->max_blocks_per_seq, err))
         goto fail;
     for (int l = 0; l < g->n_layers; l++) {
         f->n_kv = l + 1; /* free_kv copes with a partial allocation */
-        if (m->be->ops->alloc_kv(m->be, g, l, &f->kv[l], err))
+        if (m->be->ops->alloc_kv(m->be, &f->gi, l, &f->kv[l], err))
             goto fail;
     }
 
-    const int64_t S = g->n_slots;
     f->h_tok_id = calloc((size_t)n, 4);
     f->h_tok_pos = calloc((size_t)n, 4);
     f->h_tok_seq = calloc((size_t)n, 4);
@@ -143,6 +185,13 @@ int fwd_create(v4_model *m, const kv_geom *g, int max_tokens, v4_forward **out, 
         v4_errf(err, "out of memory");
         goto fail;
     }
+    if (f->graphs) {
+        ALLOC(f->ident_rows, n);
+        for (int64_t i = 0; i < n; i++)
+            f->h_logit_rows[i] = (int32_t)i;
+        if (m->be->ops->upload(m->be, f->ident_rows, f->h_logit_rows, (size_t)n * sizeof(int32_t), err))
+            goto fail;
+    }
     *out = f;
     return 0;
 fail:
@@ -154,6 +203,9 @@ void fwd_destroy(v4_forward *f)
 {
     if (!f)
         return;
+    for (int i = 0; i < f->n_buckets; i++)
+        if (f->bucket[i].graph)
+            f->m->be->ops->graph_free(f->m->be, f->bucket[i].graph);
     for (size_t i = 0; i < f->n_allocs; i++)
         f->m->be->ops->free(f->m->be, f->allocs[i]);
     for (int l = 0; l < f->n_kv; l++)
@@ -325,6 +377,95 @@ static void moe_block(v4_forward *f, int L, const v4_step *st, int n)
     ops->add(be, a->y, a->ys, (int64_t)n * c->dim);
 }
 
+/* Issues the ops of one step whose metadata is `st` (n rows), ending with
+ * the logits of rows logit_rows[0..lrows) in a->logits. */
+static void run_ops(v4_forward *f, const v4_step *st, int n, const int32_t *logit_rows, int lrows)
+{
+    v4_model *m = f->m;
+    v4_backend *be = m->be;
+    const v4_backend_ops *ops = be->ops;
+    const v4_config *c = &m->cfg;
+    acts *a = &f->a;
+    const float eps = (float)c->rms_eps;
+    v4_hc_shape hs = {.n_streams = (int)c->hc_mult, .dim = (int)c->dim, .iters = (int)c->hc_sinkhorn_iters,
+                      .eps = eps, .hc_eps = (float)c->hc_eps};
+
+    ops->embed(be, a->X, &m->dev.embed, st, (int)c->hc_mult);
+    for (int L = 0; L < c->n_layers; L++) {
+        const v4_layer_w *lw = &m->dev.layers[L];
+        ops->hc_pre(be, a->x, a->post, a->comb, a->X, F(&lw->hc_attn_fn), F(&lw->hc_attn_base),
+                    F(&lw->hc_attn_scale), n, &hs);
+        ops->rmsnorm(be, a->xn, a->x, F(&lw->attn_norm), n, (int)c->dim, eps);
+        attention_block(f, L, st, n);
+        ops->hc_post(be, a->X, a->y, a->post, a->comb, n, &hs);
+
+        ops->hc_pre(be, a->x, a->post, a->comb, a->X, F(&lw->hc_ffn_fn), F(&lw->hc_ffn_base), F(&lw->hc_ffn_scale),
+                    n, &hs);
+        ops->rmsnorm(be, a->xn, a->x, F(&lw->ffn_norm), n, (int)c->dim, eps);
+        moe_block(f, L, st, n);
+        ops->hc_post(be, a->X, a->y, a->post, a->comb, n, &hs);
+    }
+    ops->gather_rows(be, a->xg, a->X, logit_rows, lrows, c->hc_mult * c->dim);
+    ops->hc_head(be, a->xh, a->xg, F(&m->dev.hc_head_fn), F(&m->dev.hc_head_base), F(&m->dev.hc_head_scale), lrows,
+                 &hs);
+    ops->rmsnorm(be, a->xh, a->xh, F(&m->dev.norm), lrows, (int)c->dim, eps);
+    ops->linear(be, a->logits, a->xh, lrows, &m->dev.head, 1);
+}
+
+/* The bucket of a decode step of n sequences; NULL when none fits. */
+static fwd_bucket *decode_bucket(v4_forward *f, int n)
+{
+    for (int i = 0; i < f->n_buckets; i++)
+        if (f->bucket[i].size >= n)
+            return &f->bucket[i];
+    return NULL;
+}
+
+/* A decode step (every sequence one token, host mirror packed) through its
+ * bucket's graph: pads the mirror to the bucket, refreshes the metadata,
+ * then replays the graph, or on the bucket's first use runs eagerly and
+ * captures. Rows 0..n-1 are the real sequences, in order. */
+static int decode_step(v4_forward *f, fwd_bucket *bk, v4_step *host, float *logits, v4_err *err)
+{
+    v4_backend *be = f->m->be;
+    const v4_backend_ops *ops = be->ops;
+    const int n = host->n_seqs, B = bk->size;
+    const int64_t maxb = f->g.max_blocks_per_seq;
+    for (int s = n; s < B; s++) { /* harmless rows: position 0 of the reserved slot and block */
+        f->h_tok_id[s] = 0;
+        f->h_tok_pos[s] = 0;
+        f->h_tok_seq[s] = s;
+        f->h_seq_slot[s] = (int32_t)f->g.n_slots;
+        f->h_seq_start[s] = 0;
+        f->h_seq_ntok[s] = 1;
+        f->h_seq_row[s] = s;
+        f->h_block_table[s * maxb] = (int32_t)f->g.n_blocks;
+        for (int64_t b = 1; b < maxb; b++)
+            f->h_block_table[s * maxb + b] = -1;
+    }
+    host->n_tokens = B;
+    host->n_seqs = B;
+    v4_step st;
+    if (ops->set_step(be, host, &st, err))
+        return -1;
+    if (bk->graph) {
+        if (ops->graph_launch(be, bk->graph, err))
+            return -1;
+    } else {
+        run_ops(f, &st, B, f->ident_rows, B);
+        if (ops->sync(be, err))
+            return -1;
+        if (ops->capture_begin(be, err))
+            return -1;
+        run_ops(f, &st, B, f->ident_rows, B);
+        if (ops->capture_end(be, &bk->graph, err))
+            return -1;
+    }
+    if (ops->sync(be, err))
+        return -1;
+    return ops->download(be, logits, f->a.logits, (size_t)n * f->m->cfg.vocab_size * sizeof(float), err);
+}
+
 int fwd_step(v4_forward *f, const v4_seq_batch *seqs, int n_seqs, float *logits, v4_err *err)
 {
     v4_model *m = f->m;
@@ -336,34 +477,15 @@ int fwd_step(v4_forward *f, const v4_seq_batch *seqs, int n_seqs, float *logits,
     int lrows = pack_step(f, seqs, n_seqs, &host, err);
     if (lrows < 0)
         return -1;
+    if (f->graphs && host.n_tokens == n_seqs) {
+        fwd_bucket *bk = decode_bucket(f, n_seqs);
+        if (bk)
+            return decode_step(f, bk, &host, logits, err);
+    }
     if (ops->set_step(be, &host, &st, err) ||
         ops->upload(be, a->logit_rows, f->h_logit_rows, (size_t)lrows * sizeof(int32_t), err))
         return -1;
-    const int n = host.n_tokens;
-    const float eps = (float)c->rms_eps;
-    v4_hc_shape hs = {.n_streams = (int)c->hc_mult, .dim = (int)c->dim, .iters = (int)c->hc_sinkhorn_iters,
-                      .eps = eps, .hc_eps = (float)c->hc_eps};
-
-    ops->embed(be, a->X, &m->dev.embed, &st, (int)c->hc_mult);
-    for (int L = 0; L < c->n_layers; L++) {
-        const v4_layer_w *lw = &m->dev.layers[L];
-        ops->hc_pre(be, a->x, a->post, a->comb, a->X, F(&lw->hc_attn_fn), F(&lw->hc_attn_base),
-                    F(&lw->hc_attn_scale), n, &hs);
-        ops->rmsnorm(be, a->xn, a->x, F(&lw->attn_norm), n, (int)c->dim, eps);
-        attention_block(f, L, &st, n);
-        ops->hc_post(be, a->X, a->y, a->post, a->comb, n, &hs);
-
-        ops->hc_pre(be, a->x, a->post, a->comb, a->X, F(&lw->hc_ffn_fn), F(&lw->hc_ffn_base), F(&lw->hc_ffn_scale),
-                    n, &hs);
-        ops->rmsnorm(be, a->xn, a->x, F(&lw->ffn_norm), n, (int)c->dim, eps);
-        moe_block(f, L, &st, n);
-        ops->hc_post(be, a->X, a->y, a->post, a->comb, n, &hs);
-    }
-    ops->gather_rows(be, a->xg, a->X, a->logit_rows, lrows, c->hc_mult * c->dim);
-    ops->hc_head(be, a->xh, a->xg, F(&m->dev.hc_head_fn), F(&m->dev.hc_head_base), F(&m->dev.hc_head_scale), lrows,
-                 &hs);
-    ops->rmsnorm(be, a->xh, a->xh, F(&m->dev.norm), lrows, (int)c->dim, eps);
-    ops->linear(be, a->logits, a->xh, lrows, &m->dev.head, 1);
+    run_ops(f, &st, host.n_tokens, a->logit_rows, lrows);
     if (ops->sync(be, err))
         return -1;
     return ops->download(be, logits, a->logits, (size_t)lrows * c->vocab_size * sizeof(float), err);

@@ -54,6 +54,7 @@ void cpu_swiglu(v4_backend *be, float *h, const float *g, const float *u, int64_
 void cpu_add(v4_backend *be, float *y, const float *x, int64_t count);
 void cpu_scale(v4_backend *be, float *y, float s, int64_t count);
 void cpu_gather_rows(v4_backend *be, float *dst, const float *src, const int32_t *rows, int n, int64_t width);
+void cpu_sample(v4_backend *be, int32_t *ids, const float *logits, int n, int64_t vocab, const v4_sample_params *p);
 
 /* Address of compressed entry `i` of the sequence whose block-table row is
  * `bt` (entries of `width` floats, `epb` per block). */

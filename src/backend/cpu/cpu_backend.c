@@ -157,6 +157,7 @@ static const v4_backend_ops CPU_OPS = {
     .add = cpu_add,
     .scale = cpu_scale,
     .gather_rows = cpu_gather_rows,
+    .sample = cpu_sample,
 };
 
 int backend_cpu_create(int n_threads, dtype_t fp8_dialect, v4_backend **out, v4_err *err)

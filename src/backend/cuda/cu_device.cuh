@@ -1,0 +1,282 @@
+/* Device helpers shared by the CUDA kernels: reductions, exact decoders of
+ * the checkpoint number formats (MODEL.md section 3), weight loads in every
+ * storage format, and KV element loads/stores in the backend's KV type.
+ *
+ * FP8 is decoded in the dialect the data declares: OCP e4m3fn with Hopper's
+ * conversion instruction, e4m3fnuz in software (exact: same layout, bias 8,
+ * 0x80 NaN). Every decoder is exact in fp32. */
+#ifndef V4_BACKEND_CUDA_CU_DEVICE_CUH
+#define V4_BACKEND_CUDA_CU_DEVICE_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <stdint.h>
+
+#include "backend/cuda/cu_internal.h"
+
+#define CU_NAN __int_as_float(0x7fc00000)
+
+static __device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ double warp_sum_d(double v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every
+ * thread gets the result. `red` holds 32 values. */
+static __device__ __forceinline__ float block_sum(float v, float *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* red may still be read by a previous call */
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : 0.0f;
+    return warp_sum(t);
+}
+
+static __device__ __forceinline__ double block_sum_d(double v, double *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    double t = lane < nw ? red[lane] : 0.0;
+    return warp_sum_d(t);
+}
+
+static __device__ __forceinline__ float block_max(float v, float *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : -INFINITY;
+    return warp_max(t);
+}
+
+/* ---- scalar decoders ---- */
+
+static __device__ __forceinline__ float e8m0_to_f32(uint32_t s)
+{
+    return s == 255u ? CU_NAN : s == 0u ? __int_as_float(0x00400000) : __int_as_float((int)(s << 23));
+}
+
+static __device__ __forceinline__ float bf16_to_f32(uint32_t b) { return __int_as_float((int)(b << 16)); }
+
+static __device__ __forceinline__ float f16_to_f32(uint16_t h)
+{
+    return __half2float(__ushort_as_half(h));
+}
+
+/* OCP e4m3fn through the hardware conversion (exact: every code is a half). */
+static __device__ __forceinline__ float e4m3_to_f32(uint32_t b)
+{
+    __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b, __NV_E4M3);
+    return __half2float(__half(h));
+}
+
+/* e4m3fnuz in software: bias 8, subnormal step 2^-10, 0x80 the only NaN. */
+static __device__ __forceinline__ float e4m3fnuz_to_f32(uint32_t b)
+{
+    if (b == 0x80u)
+        return CU_NAN;
+    const uint32_t sign = (b & 0x80u) << 24, e = (b >> 3) & 15u, m = b & 7u;
+    if (e == 0)
+        return __int_as_float((int)(sign | __float_as_uint((float)m * 0.0009765625f)));
+    return __int_as_float((int)(sign | ((e + 119u) << 23) | (m << 20)));
+}
+
+/* MXFP4 e2m1 code (low 4 bits): 0, .5, 1, 1.5, 2, 3, 4, 6 and negatives. */
+static __device__ __forceinline__ float e2m1_to_f32(uint32_t c)
+{
+    const uint32_t e = (c >> 1) & 3u, m = c & 1u;
+    const uint32_t mag = e ? (((e + 126u) << 23) | (m << 22)) : (m ? 0x3F000000u : 0u);
+    return __int_as_float((int)(mag | ((c & 8u) << 28)));
+}
+
+template <int FMT> static __device__ __forceinline__ float fp8_decode(uint32_t b)
+{
+    return FMT == CW_FP8 ? e4m3_to_f32(b) : e4m3fnuz_to_f32(b);
+}
+
+/* ---- FP8 encoders for the KV state (round to nearest even, saturating) ---- */
+
+static __device__ __forceinline__ uint8_t f32_to_e4m3(float f)
+{
+    return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
+}
+
+/* The software encoder of formats/dtype.c for e4m3fnuz (bias 8, max 240). */
+static __device__ __forceinline__ uint8_t f32_to_e4m3fnuz(float f)
+{
+    if (isnan(f))
+        return 0x80;
+    const float a = fabsf(f);
+    if (a >= 240.0f)
+        return (uint8_t)((f < 0 ? 0x80 : 0) | 0x7F);
+    int code;
+    if (a < 0.0078125f) { /* below 2^-7, the smallest normal */
+        code = (int)rintf(a * 1024.0f);
+    } else {
+        int ex;
+        float fr = frexpf(a, &ex);
+        int E = ex - 1;
+        float q = rintf((fr * 2.0f - 1.0f) * 8.0f);
+        if (q >= 8.0f) {
+            q = 0.0f;
+            E += 1;
+        }
+        code = ((E + 8) << 3) | (int)q;
+        if (code > 0x7F)
+            code = 0x7F;
+    }
+    if (code == 0)
+        return 0;
+    return (uint8_t)((f < 0 ? 0x80 : 0) | code);
+}
+
+/* ---- weights ---- */
+
+/* Element (row, col) of a matrix, for gathers (embedding rows). */
+template <int FMT> static __device__ __forceinline__ float wload1(const cu_wdesc &w, int64_t row, int64_t col)
+{
+    if (FMT == CW_F32)
+        return ((const float *)w.data)[row * w.cols + col];
+    if (FMT == CW_BF16)
+        return bf16_to_f32(((const uint16_t *)w.data)[row * w.cols + col]);
+    if (FMT == CW_F16)
+        return f16_to_f32(((const uint16_t *)w.data)[row * w.cols + col]);
+    if (FMT == CW_FP8 || FMT == CW_FP8FNUZ) {
+        const int64_t sc = (w.cols + 127) / 128;
+        return fp8_decode<FMT>(w.data[row * w.cols + col]) * e8m0_to_f32(w.scale[(row >> 7) * sc + (col >> 7)]);
+    }
+    /* MXFP4 */
+    const uint32_t b = w.data[row * (w.cols / 2) + col / 2];
+    return e2m1_to_f32(col & 1 ? b >> 4 : b & 15u) * e8m0_to_f32(w.scale[row * (w.cols / 32) + col / 32]);
+}
+
+/* Columns col..col+3 of one row. vec: cols % 4 == 0 (so the four share one
+ * aligned vector load and one scale); otherwise element loads, zero past
+ * the last column. */
+template <int FMT>
+static __device__ __forceinline__ void wload4(const cu_wdesc &w, int64_t row, int64_t col, bool vec, float out[4])
+{
+    if (FMT == CW_MXFP4) { /* cols % 32 == 0, col % 4 == 0 */
+        const uint32_t b = *(const uint16_t *)(w.data + row * (w.cols / 2) + col / 2);
+        const float s = e8m0_to_f32(w.scale[row * (w.cols / 32) + col / 32]);
+        out[0] = e2m1_to_f32(b & 15u) * s;
+        out[1] = e2m1_to_f32((b >> 4) & 15u) * s;
+        out[2] = e2m1_to_f32((b >> 8) & 15u) * s;
+        out[3] = e2m1_to_f32((b >> 12) & 15u) * s;
+        return;
+    }
+    if (!vec) {
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            out[j] = col + j < w.cols ? wload1<FMT>(w, row, col + j) : 0.0f;
+        return;
+    }
+    const int64_t off = row * w.cols + col;
+    if (FMT == CW_F32) {
+        const float4 v = *(const float4 *)((const float *)w.data + off);
+        out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+    } else if (FMT == CW_BF16 || FMT == CW_F16) {
+        const uint2 v = *(const uint2 *)((const uint16_t *)w.data + off);
+        if (FMT == CW_BF16) {
+            out[0] = __int_as_float((int)(v.x << 16)), out[1] = __int_as_float((int)(v.x & 0xFFFF0000u));
+            out[2] = __int_as_float((int)(v.y << 16)), out[3] = __int_as_float((int)(v.y & 0xFFFF0000u));
+        } else {
+            out[0] = f16_to_f32((uint16_t)v.x), out[1] = f16_to_f32((uint16_t)(v.x >> 16));
+            out[2] = f16_to_f32((uint16_t)v.y), out[3] = f16_to_f32((uint16_t)(v.y >> 16));
+        }
+    } else { /* FP8: the four columns share one 128x128 block */
+        const uint32_t v = *(const uint32_t *)(w.data + off);
+        const float s = e8m0_to_f32(w.scale[(row >> 7) * ((w.cols + 127) / 128) + (col >> 7)]);
+        if (FMT == CW_FP8) {
+            const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(v & 0xFFFFu), __NV_E4M3);
+            const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(v >> 16), __NV_E4M3);
+            const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+            out[0] = a.x * s, out[1] = a.y * s, out[2] = b.x * s, out[3] = b.y * s;
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                out[j] = e4m3fnuz_to_f32((v >> (8 * j)) & 0xFFu) * s;
+        }
+    }
+}
+
+/* ---- KV state elements ---- */
+
+/* Element i of a stored KV array (scale: the vector's FP8 scale). */
+template <int KVT> static __device__ __forceinline__ float kv_load(const void *base, int64_t i, float scale)
+{
+    if (KVT == KV_F32)
+        return ((const float *)base)[i];
+    if (KVT == KV_BF16)
+        return bf16_to_f32(((const uint16_t *)base)[i]);
+    const uint32_t b = ((const uint8_t *)base)[i];
+    return (KVT == KV_FP8 ? e4m3_to_f32(b) : e4m3fnuz_to_f32(b)) * scale;
+}
+
+template <int KVT> static __device__ __forceinline__ float kv_fp8_max() { return KVT == KV_FP8 ? 448.0f : 240.0f; }
+
+/* Stores value v (already divided by the vector's scale for FP8). */
+template <int KVT> static __device__ __forceinline__ void kv_put(void *base, int64_t i, float v)
+{
+    if (KVT == KV_F32)
+        ((float *)base)[i] = v;
+    else if (KVT == KV_BF16)
+        ((__nv_bfloat16 *)base)[i] = __float2bfloat16_rn(v);
+    else
+        ((uint8_t *)base)[i] = KVT == KV_FP8 ? f32_to_e4m3(v) : f32_to_e4m3fnuz(v);
+}
+
+/* Per-vector FP8 scale from the vector's largest magnitude (1 for zeros). */
+template <int KVT> static __device__ __forceinline__ float kv_scale_of(float amax)
+{
+    return amax > 0.0f ? amax / kv_fp8_max<KVT>() : 1.0f;
+}
+
+/* Float -> uint32 whose unsigned order is the float order (-0 as +0). */
+static __device__ __forceinline__ uint32_t ordered_key(float f)
+{
+    uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+#define CU_KV_DISPATCH(kvt, CALL)                                                                                   \
+    do {                                                                                                            \
+        switch (kvt) {                                                                                              \
+        case KV_F32: { constexpr int KVT = KV_F32; CALL; } break;                                                   \
+        case KV_BF16: { constexpr int KVT = KV_BF16; CALL; } break;                                                 \
+        case KV_FP8: { constexpr int KVT = KV_FP8; CALL; } break;                                                   \
+        default: { constexpr int KVT = KV_FP8FNUZ; CALL; } break;                                                   \
+        }                                                                                                           \
+    } while (0)
+
+#endif

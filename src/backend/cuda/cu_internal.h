@@ -1,0 +1,141 @@
+/* Internals of the CUDA backend shared by its .cu files: the backend state,
+ * error handling, weight descriptors, and the entry points of each op family
+ * (one .cu file per family; cu_backend.cu assembles the op table).
+ *
+ * Capture safety: no op allocates, synchronises or reads host memory. Per-
+ * step metadata lives in fixed device buffers refreshed by set_step; loop
+ * bounds that vary from step to step (context lengths, tokens per expert,
+ * selected entries) are read by the kernels from device memory; grid sizes
+ * depend only on the step's shape (tokens, sequences), which is fixed for a
+ * captured graph. Scratch buffers are sized outside ops (reserve_step,
+ * alloc_kv, or passed in by the caller) and only grow before a graph exists
+ * or are kept alive for the graphs that use them. */
+#ifndef V4_BACKEND_CUDA_CU_INTERNAL_H
+#define V4_BACKEND_CUDA_CU_INTERNAL_H
+
+#include <cuda_runtime.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/cuda/cuda_backend.h"
+
+/* Weight storage formats the matrix kernels are instantiated for. */
+enum { CW_F32, CW_BF16, CW_F16, CW_FP8, CW_FP8FNUZ, CW_MXFP4 };
+/* Element types of the stored KV state. */
+enum { KV_F32, KV_BF16, KV_FP8, KV_FP8FNUZ };
+
+/* A matrix as the kernels see it (device pointers). */
+typedef struct cu_wdesc {
+    const uint8_t *data;
+    const uint8_t *scale; /* UE8M0: FP8 per 128x128 block, MXFP4 per 32 inputs */
+    int64_t rows, cols;
+} cu_wdesc;
+
+/* A KV storage array and its per-vector FP8 scales (NULL otherwise), so ops
+ * that receive only the data pointer (compress, index_topk) find them. */
+typedef struct cu_kv_reg {
+    const void *data;
+    float *scale;
+} cu_kv_reg;
+
+/* Device descriptors of one layer's routed experts, [w1 | w2 | w3][n]. */
+typedef struct cu_expert_table {
+    cu_wdesc *host; /* the descriptors it was built from, compared on each use */
+    cu_wdesc *dev;
+    int n;
+    int fmt13, fmt2; /* CW_* of w1/w3 and of w2 */
+} cu_expert_table;
+
+typedef struct cu_backend {
+    v4_backend base;
+    int device, n_sm;
+    size_t smem_optin; /* largest dynamic shared memory a block may opt into */
+    cudaStream_t stream;
+    int kv_type;      /* KV_* */
+    bool debug;       /* V4_CUDA_DEBUG=1 */
+    bool capturing;
+    int failed;       /* sticky: first failure since the last sync */
+    v4_err err;
+    /* step metadata: device buffer and pinned host staging, same layout */
+    int32_t *meta_dev, *meta_host;
+    int cap_tok, cap_seq, cap_blocks;
+    cudaEvent_t meta_copied; /* the last staging -> device copy */
+    unsigned meta_gen;       /* bumps when the buffers move; stale graphs refuse to run */
+    /* indexer score scratch: idx_blocks blocks of idx_floats_per_block */
+    float *idx_scratch;
+    size_t idx_floats_per_block;
+    int idx_blocks;
+    /* buffers replaced while graphs may still point at them; freed at destroy */
+    void **retired;
+    size_t n_retired;
+    int live_graphs;
+    cu_kv_reg *kvreg;
+    size_t n_kvreg, cap_kvreg;
+    cu_expert_table *etab;
+    size_t n_etab;
+    int moe_n_experts; /* from the last moe_route (moe_experts is not told E) */
+} cu_backend;
+
+static inline cu_backend *cu_of(v4_backend *be) { return (cu_backend *)be; }
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Records the first failure (reported by sync). */
+void cu_fail(cu_backend *cb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records a CUDA error; true when e is cudaSuccess. */
+bool cu_check(cu_backend *cb, cudaError_t e, const char *what);
+/* After every launch: the launch error, and in debug mode outside capture a
+ * synchronisation so that faults are blamed on the right kernel. */
+void cu_launched(cu_backend *cb, const char *kernel);
+/* CW_* format of a matrix, or -1 when the kernels cannot read it. */
+int cu_wfmt(const v4_mat *m);
+cu_wdesc cu_desc(const v4_mat *m);
+/* The per-vector scales registered with a KV array (NULL when not FP8). */
+float *cu_kv_scale(cu_backend *cb, const void *data);
+/* Device descriptor table of n experts; built outside capture on first use,
+ * NULL (failure recorded) when it cannot be. */
+const cu_expert_table *cu_experts(cu_backend *cb, const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, int n);
+/* Grid size for grid-stride loops over `count` items. */
+unsigned cu_grid(int64_t count, int threads);
+
+/* Op families (signatures as in backend.h). */
+void cu_embed(v4_backend *be, float *X, const v4_mat *embed, const v4_step *st, int n_streams);
+void cu_linear(v4_backend *be, float *y, const float *x, int n, const v4_mat *w, int groups);
+void cu_rmsnorm(v4_backend *be, float *y, const float *x, const float *w, int rows, int dim, float eps);
+void cu_rope(v4_backend *be, float *x, int n, int heads, int head_dim, int rope_dim, const float *inv_freq,
+             const v4_step *st, bool inverse);
+void cu_hc_pre(v4_backend *be, float *x, float *post, float *comb, const float *X, const float *fn, const float *base,
+               const float *scale, int n, const v4_hc_shape *sh);
+void cu_hc_post(v4_backend *be, float *X, const float *y, const float *post, const float *comb, int n,
+                const v4_hc_shape *sh);
+void cu_hc_head(v4_backend *be, float *x, const float *X, const float *fn, const float *base, const float *scale,
+                int n, const v4_hc_shape *sh);
+void cu_compress(v4_backend *be, void *entries, float *acc, const float *a, const float *z, const float *ape,
+                 const float *norm_w, const float *inv_freq, const v4_step *st, const v4_comp_shape *sh);
+void cu_index_topk(v4_backend *be, int32_t *sel, const float *qI, const float *wI, const void *keys,
+                   const v4_step *st, int n_heads, int head_dim, int ratio, int entries_per_block, int block_tokens,
+                   int topk);
+void cu_attention(v4_backend *be, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
+                  const int32_t *sel, const float *sinks, const v4_step *st, const v4_attn_shape *sh);
+void cu_ring_store(v4_backend *be, v4_layer_kv *lkv, const float *kv, const v4_step *st, int window, int head_dim);
+void cu_moe_route(v4_backend *be, int32_t *ids, float *w, const float *logits, const float *bias,
+                  const v4_mat *tid2eid, const v4_step *st, int n_experts, int k, float route_scale);
+void cu_moe_experts(v4_backend *be, float *y, const float *x, const int32_t *ids, const float *w, int n, int k,
+                    const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, float limit, float *scratch);
+void cu_swiglu(v4_backend *be, float *h, const float *g, const float *u, int64_t count, float limit);
+void cu_add(v4_backend *be, float *y, const float *x, int64_t count);
+void cu_scale(v4_backend *be, float *y, float s, int64_t count);
+void cu_gather_rows(v4_backend *be, float *dst, const float *src, const int32_t *rows, int n, int64_t width);
+void cu_sample(v4_backend *be, int32_t *ids, const float *logits, int n, int64_t vocab, const v4_sample_params *p);
+
+/* One-time kernel attributes (dynamic shared memory above 48 KB). */
+int cu_attention_init(cu_backend *cb, v4_err *err);
+int cu_indexer_init(cu_backend *cb, v4_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,37 @@
+/* The CUDA backend (NVIDIA Hopper, sm_90a): every op of backend/backend.h
+ * as device kernels on one stream the backend owns, weights resident in
+ * their checkpoint formats, the KV state in the engine's paged layout.
+ *
+ * Environment, read once when a backend is created:
+ *   V4_KV_DTYPE=f32|bf16|fp8  element type of the stored KV state (sliding
+ *       ring, compressed entries, indexer keys). bf16 is the default; f32 is
+ *       the debug/reference mode (matches the CPU backend to fp32 rounding);
+ *       fp8 stores e4m3 codes in the backend's FP8 dialect with one fp32
+ *       scale per stored vector (amax / max finite). Compressor accumulators
+ *       are fp32 in every mode.
+ *   V4_CUDA_GRAPHS=0  the backend offers no graph capture (capture_begin and
+ *       friends are NULL), so the forward pass runs every step eagerly; used
+ *       to compare graph replay with eager execution.
+ *   V4_CUDA_DEBUG=1   synchronise after every kernel launch outside capture,
+ *       so an asynchronous fault is reported by the op that caused it.
+ *
+ * Only these two functions are exported; the rest is internal. */
+#ifndef V4_BACKEND_CUDA_CUDA_BACKEND_H
+#define V4_BACKEND_CUDA_CUDA_BACKEND_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "backend/backend.h"
+
+/* Opens GPU `device`; fp8_dialect is DT_F8_E4M3 (native on Hopper) or
+ * DT_F8_E4M3FNUZ (decoded in software, to prove the kernels dialect-correct). */
+int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend **out, v4_err *err);
+void backend_cuda_destroy(v4_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

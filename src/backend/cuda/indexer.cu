@@ -1,0 +1,202 @@
+/* Lightning indexer top-k on the GPU (MODEL.md 4.4), the contract of
+ * src/backend/cpu/indexer.c: sel[t] = the topk best-scoring eligible
+ * entries (i < floor((pos+1)/ratio)) in ascending order, or all eligible
+ * entries then -1 when there are no more than topk.
+ *
+ * A persistent grid of blocks, each taking tokens in turn:
+ *  1. the token's h query heads (c channels each, rows padded by one float
+ *     so that lane-per-head reads are conflict-free) and head weights go to
+ *     shared memory; each warp scores one entry at a time (key decoded into
+ *     shared memory, one lane per head, ReLU, weighted sum) into the block's
+ *     global scratch row;
+ *  2. a 4-pass radix select (8 bits a pass) finds the topk-th largest score
+ *     T and how many entries equal to T are needed;
+ *  3. an ordered compaction (block scans over ascending indices) writes the
+ *     entries above T and the lowest-indexed ones equal to T, which leaves
+ *     them ascending with the CPU's tie rule (lower index first). */
+#include "backend/cuda/cu_device.cuh"
+
+#define IDX_THREADS 256
+#define IDX_WARPS (IDX_THREADS / 32)
+
+/* Exclusive prefix sum of v over the block; *total gets the sum. */
+static __device__ __forceinline__ int block_scan_excl(int v, int *wsum, int *total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o)
+            x += y;
+    }
+    __syncthreads(); /* wsum may still be read by a previous call */
+    if (lane == 31)
+        wsum[warp] = x;
+    __syncthreads();
+    int before = 0, all = 0;
+    for (int w = 0; w < IDX_WARPS; w++) {
+        const int s = wsum[w];
+        before += w < warp ? s : 0;
+        all += s;
+    }
+    *total = all;
+    return before + x - v;
+}
+
+template <int KVT>
+__global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__restrict__ sel,
+                                                                 const float *__restrict__ qI,
+                                                                 const float *__restrict__ wI, const void *keys,
+                                                                 const float *__restrict__ kscale, v4_step st, int h,
+                                                                 int c, int ratio, int epb, int topk, float *scratch,
+                                                                 int64_t scratch_per_block)
+{
+    extern __shared__ float smem[];
+    float *qs = smem;               /* [h][c + 1] */
+    float *ws = qs + h * (c + 1);   /* [h] */
+    float *kb = ws + h;             /* [IDX_WARPS][c] */
+    __shared__ unsigned hist[256];
+    __shared__ unsigned sh_prefix, sh_k;
+    __shared__ int wsum[IDX_WARPS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float cs = 1.0f / sqrtf((float)c);
+    float *scr = scratch + blockIdx.x * scratch_per_block;
+    for (int t = blockIdx.x; t < st.n_tokens; t += gridDim.x) {
+        int32_t *out = sel + (int64_t)t * topk;
+        const int s = st.tok_seq[t];
+        const int64_t n_elig = ((int64_t)st.tok_pos[t] + 1) / ratio;
+        if (n_elig <= topk) {
+            for (int k = threadIdx.x; k < topk; k += IDX_THREADS)
+                out[k] = k < n_elig ? k : -1;
+            continue;
+        }
+        const int32_t *bt = st.block_table + (int64_t)s * st.max_blocks;
+        __syncthreads(); /* the previous token is done with shared memory and scratch */
+        for (int i = threadIdx.x; i < h * c; i += IDX_THREADS)
+            qs[(i / c) * (c + 1) + i % c] = qI[(int64_t)t * h * c + i];
+        for (int i = threadIdx.x; i < h; i += IDX_THREADS)
+            ws[i] = wI[(int64_t)t * h + i];
+        __syncthreads();
+        /* 1. scores */
+        float *kw = kb + warp * c;
+        for (int64_t i = warp; i < n_elig; i += IDX_WARPS) {
+            const int32_t blk = bt[i / epb];
+            float score = -INFINITY;
+            if (blk >= 0) {
+                const int64_t vec = (int64_t)blk * epb + i % epb;
+                const float sc = (KVT == KV_FP8 || KVT == KV_FP8FNUZ) ? kscale[vec] : 1.0f;
+                for (int ch = lane; ch < c; ch += 32)
+                    kw[ch] = kv_load<KVT>(keys, vec * c + ch, sc);
+                __syncwarp();
+                float part = 0.0f;
+                for (int hh = lane; hh < h; hh += 32) {
+                    const float *q = qs + hh * (c + 1);
+                    float dot = 0.0f;
+                    for (int ch = 0; ch < c; ch++)
+                        dot = fmaf(q[ch], kw[ch], dot);
+                    part += ws[hh] * (dot > 0 ? dot : 0.0f) * cs;
+                }
+                score = warp_sum(part);
+                __syncwarp(); /* kw is rewritten for the next entry */
+            }
+            if (lane == 0)
+                scr[i] = score;
+        }
+        __syncthreads();
+        /* 2. radix select of the topk-th largest key */
+        unsigned prefix = 0, mask = 0, kk = (unsigned)topk;
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            hist[threadIdx.x] = 0; /* IDX_THREADS == 256 bins */
+            __syncthreads();
+            for (int64_t i = threadIdx.x; i < n_elig; i += IDX_THREADS) {
+                const unsigned u = ordered_key(scr[i]);
+                if ((u & mask) == prefix)
+                    atomicAdd(&hist[(u >> shift) & 255u], 1u);
+            }
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                unsigned cum = 0;
+                int b = 255;
+                for (; b > 0; b--) {
+                    if (cum + hist[b] >= kk)
+                        break;
+                    cum += hist[b];
+                }
+                sh_prefix = prefix | ((unsigned)b << shift);
+                sh_k = kk - cum;
+            }
+            __syncthreads();
+            prefix = sh_prefix;
+            kk = sh_k;
+            mask |= 255u << shift;
+        }
+        /* 3. ordered compaction: keys above T, then the first kk equal to T */
+        const unsigned T = prefix;
+        int written = 0, eq_seen = 0;
+        for (int64_t base = 0; base < n_elig && written < topk; base += IDX_THREADS) {
+            const int64_t i = base + threadIdx.x;
+            const unsigned u = i < n_elig ? ordered_key(scr[i]) : 0u;
+            const int gt = i < n_elig && u > T, eq = i < n_elig && u == T;
+            int eq_total, keep_total;
+            const int eq_before = block_scan_excl(eq, wsum, &eq_total);
+            const int keep = gt || (eq && eq_seen + eq_before < (int)kk);
+            const int pos = block_scan_excl(keep, wsum, &keep_total);
+            if (keep && written + pos < topk)
+                out[written + pos] = (int32_t)i;
+            written += keep_total;
+            eq_seen += eq_total;
+        }
+    }
+}
+
+extern "C" int cu_indexer_init(cu_backend *cb, v4_err *err)
+{
+    cudaError_t e = cudaSuccess;
+    const int lim = (int)cb->smem_optin;
+    CU_KV_DISPATCH(KV_F32, e = cudaFuncSetAttribute(index_topk_kernel<KVT>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    if (e == cudaSuccess)
+        CU_KV_DISPATCH(KV_BF16, e = cudaFuncSetAttribute(index_topk_kernel<KVT>,
+                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    if (e == cudaSuccess)
+        CU_KV_DISPATCH(KV_FP8, e = cudaFuncSetAttribute(index_topk_kernel<KVT>,
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    if (e == cudaSuccess)
+        CU_KV_DISPATCH(KV_FP8FNUZ, e = cudaFuncSetAttribute(index_topk_kernel<KVT>,
+                                                            cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    if (e != cudaSuccess)
+        return v4_errf(err, "cuda: configuring the indexer kernel: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+extern "C" void cu_index_topk(v4_backend *be, int32_t *sel, const float *qI, const float *wI, const void *keys,
+                              const v4_step *st, int n_heads, int head_dim, int ratio, int entries_per_block,
+                              int block_tokens, int topk)
+{
+    cu_backend *cb = cu_of(be);
+    const size_t smem = ((size_t)n_heads * (head_dim + 1) + n_heads + (size_t)IDX_WARPS * head_dim) * sizeof(float);
+    const int64_t max_entries = (int64_t)st->max_blocks * entries_per_block;
+    if (n_heads < 1 || head_dim < 1 || ratio < 1 || entries_per_block < 1 || topk < 1 || smem > cb->smem_optin) {
+        cu_fail(cb, "index_topk: unsupported shape (%d heads of %d, ratio %d, top %d)", n_heads, head_dim, ratio,
+                topk);
+        return;
+    }
+    if ((size_t)max_entries > cb->idx_floats_per_block) {
+        cu_fail(cb, "index_topk: %lld entries per sequence exceed the scratch reserved by alloc_kv (%zu)",
+                (long long)max_entries, cb->idx_floats_per_block);
+        return;
+    }
+    const float *kscale = cu_kv_scale(cb, keys);
+    if ((cb->kv_type == KV_FP8 || cb->kv_type == KV_FP8FNUZ) && !kscale) {
+        cu_fail(cb, "index_topk: keys not allocated by this backend's alloc_kv");
+        return;
+    }
+    if (st->n_tokens <= 0)
+        return;
+    const int grid = st->n_tokens < cb->idx_blocks ? st->n_tokens : cb->idx_blocks;
+    CU_KV_DISPATCH(cb->kv_type, (index_topk_kernel<KVT><<<grid, IDX_THREADS, smem, cb->stream>>>(
+                                    sel, qI, wI, keys, kscale, *st, n_heads, head_dim, ratio, entries_per_block, topk,
+                                    cb->idx_scratch, (int64_t)cb->idx_floats_per_block)));
+    cu_launched(cb, "index_topk");
+}

@@ -1,0 +1,342 @@
+/* Mixture of experts on the GPU (MODEL.md 4.5), the contract of
+ * src/backend/cpu/moe.c.
+ *
+ * Routing: one warp per token; learned layers pick the k best of
+ * sqrtsoftplus(logit) + bias (ties to the lower expert id), hash layers read
+ * tid2eid[tok_id]; the weights are normalised in choice order on one lane,
+ * as the CPU does.
+ *
+ * Experts: a grouped GEMM that permutes the (token, choice) pairs to their
+ * experts on the device, in the caller's scratch:
+ *   count    per-expert pair counts (atomics);
+ *   plan     one block: offsets (exclusive scan) and a work list of
+ *            (expert, tile of TT pairs), its length in device memory;
+ *   scatter  pair ids into their expert's segment (atomics: order within an
+ *            expert is arbitrary, each pair's result does not depend on it);
+ *   up       per work item and 8 columns of the intermediate size: w1 and w3
+ *            rows dequantized in registers (MXFP4/FP8/...), clamped SwiGLU;
+ *   down     per work item and 16 output rows: w2, one output row per pair;
+ *   combine  y[t] = sum_j w[t][j] * out[t*k + j] in choice order.
+ * The GEMM grids are sized by the worst case for n*k pairs (fixed per step
+ * shape, so graphs capture them); blocks past the work list's length exit. */
+#include "backend/cuda/cu_gemm.cuh"
+
+/* ---- routing ---- */
+
+static __device__ __forceinline__ float sqrt_softplus(float x)
+{
+    const float sp = x > 20.0f ? x : log1pf(expf(x));
+    return sqrtf(sp);
+}
+
+#define ROUTE_WARPS 4
+
+__global__ __launch_bounds__(ROUTE_WARPS * 32) void moe_route_kernel(int32_t *ids, float *w, const float *logits,
+                                                                     const float *bias, const void *tid2eid,
+                                                                     int tid_i64, int64_t tid_cols,
+                                                                     const int32_t *tok_id, int n, int E, int k,
+                                                                     float route_scale)
+{
+    __shared__ uint32_t taken[ROUTE_WARPS][V4_MAX_EXPERTS / 32];
+    __shared__ int32_t chosen[ROUTE_WARPS][V4_MAX_ACTIVE];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t t = (int64_t)blockIdx.x * ROUTE_WARPS + warp;
+    if (t >= n)
+        return;
+    const float *l = logits + t * E;
+    int32_t *id = chosen[warp];
+    if (bias) {
+        for (int i = lane; i < V4_MAX_EXPERTS / 32; i += 32)
+            taken[warp][i] = 0;
+        __syncwarp();
+        for (int j = 0; j < k; j++) {
+            float bv = -INFINITY;
+            int be = -1;
+            for (int e = lane; e < E; e += 32) {
+                if (taken[warp][e >> 5] & (1u << (e & 31)))
+                    continue;
+                const float v = sqrt_softplus(l[e]) + bias[e];
+                if (be < 0 || v > bv) /* lanes scan ascending ids: the first max wins */
+                    bv = v, be = e;
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+                const int oe = __shfl_xor_sync(0xffffffffu, be, o);
+                if (oe >= 0 && (be < 0 || ov > bv || (ov == bv && oe < be)))
+                    bv = ov, be = oe;
+            }
+            __syncwarp(); /* every lane has read `taken` */
+            if (lane == 0) {
+                id[j] = be;
+                taken[warp][be >> 5] |= 1u << (be & 31);
+            }
+            __syncwarp();
+        }
+    } else if (lane == 0) {
+        const int64_t tok = tok_id[t];
+        for (int j = 0; j < k; j++) {
+            int64_t e = tid_i64 ? ((const int64_t *)tid2eid)[tok * tid_cols + j]
+                                : ((const int32_t *)tid2eid)[tok * tid_cols + j];
+            id[j] = e < 0 || e >= E ? 0 : (int32_t)e; /* validated at load; never read out of bounds */
+        }
+    }
+    __syncwarp();
+    if (lane == 0) {
+        float wt[V4_MAX_ACTIVE], sum = 0;
+        for (int j = 0; j < k; j++)
+            sum += (wt[j] = sqrt_softplus(l[id[j]]));
+        for (int j = 0; j < k; j++) {
+            ids[t * k + j] = id[j];
+            w[t * k + j] = wt[j] / (sum + 1e-20f) * route_scale;
+        }
+    }
+}
+
+extern "C" void cu_moe_route(v4_backend *be, int32_t *ids, float *w, const float *logits, const float *bias,
+                             const v4_mat *tid2eid, const v4_step *st, int n_experts, int k, float route_scale)
+{
+    cu_backend *cb = cu_of(be);
+    if (n_experts < 1 || n_experts > V4_MAX_EXPERTS || k < 1 || k > V4_MAX_ACTIVE || k > n_experts ||
+        (!bias && (!tid2eid || tid2eid->cols < k))) {
+        cu_fail(cb, "moe_route: unsupported routing (%d experts, top %d)", n_experts, k);
+        return;
+    }
+    cb->moe_n_experts = n_experts;
+    const int n = st->n_tokens;
+    if (n <= 0)
+        return;
+    moe_route_kernel<<<(n + ROUTE_WARPS - 1) / ROUTE_WARPS, ROUTE_WARPS * 32, 0, cb->stream>>>(
+        ids, w, logits, bias, bias ? NULL : tid2eid->data, !bias && tid2eid->dtype == DT_I64,
+        bias ? 0 : tid2eid->cols, st->tok_id, n, n_experts, k, route_scale);
+    cu_launched(cb, "moe_route");
+}
+
+/* ---- experts ---- */
+
+/* Scratch layout (ints, then floats 16-byte aligned). */
+typedef struct moe_plan {
+    int *counts, *offsets, *cursor, *n_work, *work, *perm;
+    float *h, *out;
+    int64_t max_work;
+} moe_plan;
+
+static int64_t round4(int64_t v) { return (v + 3) & ~(int64_t)3; }
+
+/* Lays out the plan in `scratch`; returns the floats it needs. */
+static int64_t moe_layout(float *scratch, int64_t pairs, int E, int tt, int64_t D, int64_t I, moe_plan *p)
+{
+    p->max_work = pairs / tt + (pairs < E ? pairs : E) + 1;
+    int64_t off = 0;
+    int *base = (int *)scratch;
+    p->counts = base + off, off += E;
+    p->offsets = base + off, off += E + 1;
+    p->cursor = base + off, off += E;
+    p->n_work = base + off, off += 1;
+    p->work = base + off, off += 2 * p->max_work;
+    p->perm = base + off, off += pairs;
+    off = round4(off);
+    p->h = scratch + off, off += pairs * I;
+    p->out = scratch + off, off += pairs * D;
+    return off;
+}
+
+__global__ void moe_count_kernel(const int32_t *ids, int64_t pairs, int E, int *counts)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < pairs; i += (int64_t)gridDim.x * blockDim.x) {
+        const int e = ids[i];
+        if (e >= 0 && e < E)
+            atomicAdd(&counts[e], 1);
+    }
+}
+
+__global__ void moe_plan_kernel(const int *counts, int E, int tt, int *offsets, int *n_work, int *work)
+{
+    __shared__ int toff[V4_MAX_EXPERTS + 1];
+    if (threadIdx.x == 0) {
+        int o = 0, w = 0;
+        for (int e = 0; e < E; e++) {
+            offsets[e] = o;
+            toff[e] = w;
+            o += counts[e];
+            w += (counts[e] + tt - 1) / tt;
+        }
+        offsets[E] = o;
+        toff[E] = w;
+        *n_work = w;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x)
+        for (int i = 0; toff[e] + i < toff[e + 1]; i++) {
+            work[2 * (toff[e] + i)] = e;
+            work[2 * (toff[e] + i) + 1] = i;
+        }
+}
+
+__global__ void moe_scatter_kernel(const int32_t *ids, int64_t pairs, int E, const int *offsets, int *cursor,
+                                   int *perm)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < pairs; i += (int64_t)gridDim.x * blockDim.x) {
+        const int e = ids[i];
+        if (e >= 0 && e < E)
+            perm[offsets[e] + atomicAdd(&cursor[e], 1)] = (int)i;
+    }
+}
+
+/* The work item's pairs: xrows[t] = row of pair t of the tile, NULL past the
+ * expert's count; returns false when the block has no work item. */
+template <int TT>
+static __device__ __forceinline__ bool moe_tile(const moe_plan &p, const float *x, int64_t ldx, int k,
+                                                bool by_token, int *e_out, int64_t *slot0, int *cnt,
+                                                const float **xrows)
+{
+    const int w = blockIdx.x;
+    if (w >= *p.n_work)
+        return false;
+    const int e = p.work[2 * w], tile = p.work[2 * w + 1];
+    const int64_t s0 = (int64_t)p.offsets[e] + (int64_t)tile * TT;
+    const int64_t c = (int64_t)p.offsets[e + 1] - s0;
+    *e_out = e;
+    *slot0 = s0;
+    *cnt = c < TT ? (int)c : TT;
+    if (threadIdx.x < TT) {
+        const int tt = threadIdx.x;
+        const float *r = NULL;
+        if (tt < *cnt) {
+            const int64_t slot = s0 + tt;
+            r = by_token ? x + (int64_t)(p.perm[slot] / k) * ldx : x + slot * ldx;
+        }
+        xrows[tt] = r;
+    }
+    return true;
+}
+
+/* h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x); grid (work, I / GEMM_WARPS) */
+template <int FMT, int TT>
+__global__ __launch_bounds__(GEMM_THREADS) void moe_up_kernel(moe_plan p, const cu_wdesc *tab, int E, const float *x,
+                                                              int k, int64_t D, int64_t I, float limit, bool vec)
+{
+    __shared__ __align__(16) float xs[TT * GEMM_KC];
+    __shared__ const float *xrows[TT];
+    int e, cnt;
+    int64_t slot0;
+    if (!moe_tile<TT>(p, x, D, k, true, &e, &slot0, &cnt, xrows))
+        return; /* uniform: the whole block has no work item */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t j = (int64_t)blockIdx.y * GEMM_WARPS + warp;
+    const bool v = j < I;
+    float acc[2][TT];
+#pragma unroll
+    for (int t = 0; t < TT; t++)
+        acc[0][t] = acc[1][t] = 0.0f;
+    tile_gemm<FMT, TT>(tab[e], j, v, tab[2 * E + e], j, v, D, vec, xrows, xs, acc);
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+        const float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
+        if (lane == 0 && v && t < cnt) {
+            const float gv = fminf(g, limit), uv = fminf(fmaxf(u, -limit), limit);
+            p.h[(slot0 + t) * I + j] = gv / (1.0f + expf(-gv)) * uv;
+        }
+    }
+}
+
+/* out[pair][o] = w2[e][o] . h[slot]; grid (work, D / (2 * GEMM_WARPS)) */
+template <int FMT, int TT>
+__global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, const cu_wdesc *tab, int E, int64_t D,
+                                                                int64_t I, bool vec)
+{
+    __shared__ __align__(16) float xs[TT * GEMM_KC];
+    __shared__ const float *xrows[TT];
+    int e, cnt;
+    int64_t slot0;
+    if (!moe_tile<TT>(p, p.h, I, 1, false, &e, &slot0, &cnt, xrows))
+        return;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t o = (int64_t)blockIdx.y * 2 * GEMM_WARPS + warp * 2;
+    const bool v0 = o < D, v1 = o + 1 < D;
+    float acc[2][TT];
+#pragma unroll
+    for (int t = 0; t < TT; t++)
+        acc[0][t] = acc[1][t] = 0.0f;
+    tile_gemm<FMT, TT>(tab[E + e], o, v0, tab[E + e], o + 1, v1, I, vec, xrows, xs, acc);
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+        const float s0 = warp_sum(acc[0][t]), s1 = warp_sum(acc[1][t]);
+        if (lane == 0 && t < cnt) {
+            const int64_t pair = p.perm[slot0 + t];
+            if (v0)
+                p.out[pair * D + o] = s0;
+            if (v1)
+                p.out[pair * D + o + 1] = s1;
+        }
+    }
+}
+
+/* y[t][i] = sum_j w[t][j] * out[t*k+j][i] over valid choices, in order. */
+__global__ void moe_combine_kernel(float *y, const float *out, const int32_t *ids, const float *w, int n, int k,
+                                   int E, int64_t D)
+{
+    const int64_t total = (int64_t)n * D;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = i / D, c = i % D;
+        float v = 0.0f;
+        for (int j = 0; j < k; j++) {
+            const int64_t pr = t * k + j;
+            const int e = ids[pr];
+            if (e >= 0 && e < E)
+                v += w[pr] * out[pr * D + c];
+        }
+        y[i] = v;
+    }
+}
+
+extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const int32_t *ids, const float *w, int n,
+                               int k, const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, float limit,
+                               float *scratch)
+{
+    cu_backend *cb = cu_of(be);
+    const int E = cb->moe_n_experts;
+    if (E < 1) {
+        cu_fail(cb, "moe_experts: no expert count yet (moe_route passes it; call it first)");
+        return;
+    }
+    if (n <= 0)
+        return;
+    const cu_expert_table *tab = cu_experts(cb, w1, w2, w3, E);
+    if (!tab)
+        return;
+    const int64_t D = w1[0].cols, I = w1[0].rows, pairs = (int64_t)n * k;
+    if (w2[0].rows != D || w2[0].cols != I || w3[0].rows != I || w3[0].cols != D) {
+        cu_fail(cb, "moe_experts: w1/w2/w3 shapes disagree ('%s')", w1[0].name ? w1[0].name : "?");
+        return;
+    }
+    const int tt = n == 1 ? 1 : pairs <= 4 * (int64_t)E ? 4 : 16;
+    moe_plan p;
+    const int64_t need = moe_layout(scratch, pairs, E, tt, D, I, &p);
+    if (need > moe_scratch_floats(n, k, D, I, E)) {
+        cu_fail(cb, "moe_experts: scratch layout needs %lld floats, more than moe_scratch_floats gives",
+                (long long)need);
+        return;
+    }
+    /* counts and cursor are adjacent around offsets: clear counts..cursor */
+    if (!cu_check(cb, cudaMemsetAsync(p.counts, 0, (size_t)(3 * E + 1) * sizeof(int), cb->stream), "moe memset"))
+        return;
+    const unsigned pg = cu_grid(pairs, 256);
+    moe_count_kernel<<<pg, 256, 0, cb->stream>>>(ids, pairs, E, p.counts);
+    cu_launched(cb, "moe_count");
+    moe_plan_kernel<<<1, 256, 0, cb->stream>>>(p.counts, E, tt, p.offsets, p.n_work, p.work);
+    cu_launched(cb, "moe_plan");
+    moe_scatter_kernel<<<pg, 256, 0, cb->stream>>>(ids, pairs, E, p.offsets, p.cursor, p.perm);
+    cu_launched(cb, "moe_scatter");
+    const dim3 gup((unsigned)p.max_work, (unsigned)((I + GEMM_WARPS - 1) / GEMM_WARPS));
+    const dim3 gdown((unsigned)p.max_work, (unsigned)((D + 2 * GEMM_WARPS - 1) / (2 * GEMM_WARPS)));
+    const bool vec_up = D % 4 == 0, vec_down = I % 4 == 0;
+    CU_FMT_DISPATCH(tab->fmt13, CU_TT_DISPATCH(tt, (moe_up_kernel<FMT, TT><<<gup, GEMM_THREADS, 0, cb->stream>>>(
+                                                      p, tab->dev, E, x, k, D, I, limit, vec_up))));
+    cu_launched(cb, "moe_up");
+    CU_FMT_DISPATCH(tab->fmt2, CU_TT_DISPATCH(tt, (moe_down_kernel<FMT, TT><<<gdown, GEMM_THREADS, 0, cb->stream>>>(
+                                                     p, tab->dev, E, D, I, vec_down))));
+    cu_launched(cb, "moe_down");
+    moe_combine_kernel<<<cu_grid(n * D, 256), 256, 0, cb->stream>>>(y, p.out, ids, w, n, k, E, D);
+    cu_launched(cb, "moe_combine");
+}

@@ -1,0 +1,261 @@
+/* Token sampling on the GPU: the algorithm of `sample` in backend.h, as
+ * sample_row_ref (src/backend/cpu/sample.c) implements it on the CPU.
+ *
+ * One block per row. Tokens are ordered by logit descending, ties to the
+ * lower id; with T > 0 a token's mass is exp((logit - max) / T) in double.
+ * Every step of the algorithm is "find the first token, in that order, at
+ * which a cumulative measure reaches (or exceeds) a target", within a set
+ * that is itself a prefix of the order (described by its last token):
+ *   top-k  count reaches k                      -> the top-k set
+ *   top-p  mass reaches top_p * (top-k mass)    -> the kept prefix
+ *   draw   mass exceeds u * (kept mass)         -> the token
+ * Each is a radix select over the 32-bit order key (4 passes of 8 bits,
+ * histograms of counts and masses in shared memory) followed, among tokens
+ * with equal logits, by an ordered scan over ids. No sort, no scratch. The
+ * sums are in double in a different order than the CPU's sequential sums;
+ * a different outcome needs a target within ~1e-16 (relative) of a
+ * boundary. */
+#include "backend/cuda/cu_device.cuh"
+#include "util/rng.h"
+
+#define SMP_THREADS 1024
+
+typedef struct smp_shared {
+    double hist[256];
+    unsigned cnt[256];
+    double dred[32];
+    unsigned key;
+    double above;
+    int fallback;
+    long long id;
+} smp_shared;
+
+/* A prefix of the order: tokens with key > kb, or key == kb and id <= ib. */
+typedef struct smp_set {
+    uint32_t kb;
+    int64_t ib;
+} smp_set;
+
+static __device__ __forceinline__ bool in_set(uint32_t u, int64_t i, smp_set s)
+{
+    return u > s.kb || (u == s.kb && i <= s.ib);
+}
+
+static __device__ __forceinline__ double smp_mass(float l, float mx, double T)
+{
+    return exp(((double)l - (double)mx) / T);
+}
+
+/* Inclusive prefix sum of v over the block (all threads get theirs) and the total. */
+static __device__ double block_scan_incl_d(double v, double *dred, double *total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    double x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const double y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o)
+            x += y;
+    }
+    __syncthreads();
+    if (lane == 31)
+        dred[warp] = x;
+    __syncthreads();
+    double before = 0, all = 0;
+    for (int w = 0; w < nw; w++) {
+        before += w < warp ? dred[w] : 0.0;
+        all += dred[w];
+    }
+    *total = all;
+    return before + x;
+}
+
+/* The first token of set `s`, in order, at which the cumulative measure
+ * (MASS: masses, else counts) reaches target (strict: exceeds it); the last
+ * token of the set when rounding leaves the total short of the target. */
+template <bool MASS>
+static __device__ smp_set smp_select(const float *l, int64_t V, smp_set s, float mx, double T, double target,
+                                     bool strict, smp_shared *sh)
+{
+    uint32_t prefix = 0, mask = 0;
+    double above = 0.0;
+    bool fallback = false;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int b = threadIdx.x; b < 256; b += blockDim.x)
+            sh->hist[b] = 0.0, sh->cnt[b] = 0;
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+            const float li = l[i];
+            const uint32_t u = ordered_key(li);
+            if (in_set(u, i, s) && (u & mask) == prefix) {
+                const unsigned b = (u >> shift) & 255u;
+                atomicAdd(&sh->hist[b], MASS ? smp_mass(li, mx, T) : 1.0);
+                atomicAdd(&sh->cnt[b], 1u);
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            double cum = above;
+            int chosen = -1, lowest = -1;
+            double above_lowest = 0.0;
+            for (int b = 255; b >= 0; b--) {
+                if (!sh->cnt[b])
+                    continue;
+                const double nc = cum + sh->hist[b];
+                if (!fallback && (strict ? nc > target : nc >= target)) {
+                    chosen = b;
+                    break;
+                }
+                lowest = b;
+                above_lowest = cum;
+                cum = nc;
+            }
+            if (chosen < 0) { /* short of the target: descend to the set's last token */
+                chosen = lowest;
+                cum = above_lowest;
+                sh->fallback = 1;
+            } else {
+                sh->fallback = 0;
+            }
+            sh->key = prefix | ((uint32_t)chosen << shift);
+            sh->above = cum;
+        }
+        __syncthreads();
+        prefix = sh->key;
+        above = sh->above;
+        fallback = fallback || sh->fallback;
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    /* among tokens with key == prefix (in the set), ascending id */
+    if (threadIdx.x == 0)
+        sh->id = -1;
+    __syncthreads();
+    double run = above;
+    long long last = -1;
+    for (int64_t base = 0; base < V; base += blockDim.x) {
+        const int64_t i = base + threadIdx.x;
+        bool in = false;
+        double m = 0.0;
+        if (i < V) {
+            const float li = l[i];
+            const uint32_t u = ordered_key(li);
+            in = u == prefix && in_set(u, i, s);
+            if (in)
+                m = MASS ? smp_mass(li, mx, T) : 1.0;
+        }
+        double total;
+        const double cum = run + block_scan_incl_d(m, sh->dred, &total);
+        if (in) {
+            last = i; /* per thread; the block's last is their maximum */
+            if (!fallback && (strict ? cum > target : cum >= target))
+                atomicMin((unsigned long long *)&sh->id, (unsigned long long)i); /* -1 is the largest */
+        }
+        __syncthreads();
+        const bool done = sh->id >= 0;
+        __syncthreads();
+        if (done)
+            break;
+        run += total;
+    }
+    if (sh->id < 0) {
+        /* fallback: the set's last token with this key */
+        __syncthreads();
+        if (last >= 0)
+            atomicMax((long long *)&sh->id, last);
+        __syncthreads();
+    }
+    smp_set r = {prefix, (int64_t)sh->id};
+    __syncthreads();
+    return r;
+}
+
+/* Sum of masses over set s. */
+static __device__ double smp_set_mass(const float *l, int64_t V, smp_set s, float mx, double T, smp_shared *sh)
+{
+    double acc = 0.0;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+        const float li = l[i];
+        if (in_set(ordered_key(li), i, s))
+            acc += smp_mass(li, mx, T);
+    }
+    return block_sum_d(acc, sh->dred);
+}
+
+__global__ __launch_bounds__(SMP_THREADS) void sample_kernel(int32_t *ids, const float *logits, int64_t V,
+                                                             const v4_sample_params *params)
+{
+    __shared__ smp_shared sh;
+    const int64_t row = blockIdx.x;
+    const float *l = logits + row * V;
+    const v4_sample_params p = params[row];
+    /* the largest key, lowest id first: greedy's answer and the softmax max */
+    uint32_t bk = 0;
+    int64_t bi = V;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+        const uint32_t u = ordered_key(l[i]);
+        if (bi == V || u > bk)
+            bk = u, bi = i;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const uint32_t ok = __shfl_xor_sync(0xffffffffu, bk, o);
+        const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ok > bk || (ok == bk && oi < bi))
+            bk = ok, bi = oi;
+    }
+    if ((threadIdx.x & 31) == 0) {
+        sh.hist[threadIdx.x >> 5] = (double)bk; /* exact: keys fit in 53 bits */
+        sh.dred[threadIdx.x >> 5] = (double)bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++) {
+            const uint32_t k2 = (uint32_t)sh.hist[w];
+            const int64_t i2 = (int64_t)sh.dred[w];
+            if (k2 > bk || (k2 == bk && i2 < bi))
+                bk = k2, bi = i2;
+        }
+        sh.key = bk;
+        sh.id = bi;
+    }
+    __syncthreads();
+    const int64_t best = sh.id;
+    if (!(p.temperature > 0.0f)) {
+        if (threadIdx.x == 0)
+            ids[row] = (int32_t)best;
+        return;
+    }
+    const float mx = l[best];
+    const double T = (double)p.temperature;
+    __syncthreads();
+    smp_set all = {0u, V};
+    smp_set kset = all;
+    if (p.top_k > 0 && p.top_k < V)
+        kset = smp_select<false>(l, V, all, mx, T, (double)p.top_k, false, &sh);
+    const double S = smp_set_mass(l, V, kset, mx, T, &sh);
+    smp_set pset = kset;
+    double kept = S;
+    if (p.top_p < 1.0f) {
+        pset = smp_select<true>(l, V, kset, mx, T, (double)p.top_p * S, false, &sh);
+        kept = smp_set_mass(l, V, pset, mx, T, &sh);
+    }
+    const double target = (double)rng_uniform(p.seed, p.step) * kept;
+    const smp_set tok = smp_select<true>(l, V, pset, mx, T, target, true, &sh);
+    if (threadIdx.x == 0)
+        ids[row] = (int32_t)tok.ib;
+}
+
+extern "C" void cu_sample(v4_backend *be, int32_t *ids, const float *logits, int n, int64_t vocab,
+                          const v4_sample_params *p)
+{
+    cu_backend *cb = cu_of(be);
+    if (vocab < 1 || vocab > INT32_MAX) {
+        cu_fail(cb, "sample: vocabulary of %lld", (long long)vocab);
+        return;
+    }
+    if (n <= 0)
+        return;
+    sample_kernel<<<n, SMP_THREADS, 0, cb->stream>>>(ids, logits, vocab, p);
+    cu_launched(cb, "sample");
+}

@@ -1,0 +1,107 @@
+/* build-cuda/gpu-tests: every GPU test in one program, TAP output
+ * ("ok N - name" / "not ok N - name", diagnostics as "# ..."), ending with
+ * "N passed, N failed"; exit status 0 only when all passed.
+ *
+ *   gpu-tests [--quick] [--only NAME[,NAME...]] [--model DIR] [--list]
+ *     --quick   the small-shape subset (what compute-sanitizer runs)
+ *     --only    run the tests whose names contain one of the given strings
+ *     --model   a full-dimension checkpoint for model_full_dims
+ * Golden models are found under $V4_ROOT (default: the current directory). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gt.h"
+#include "gt_tests.h"
+
+typedef struct gt_test {
+    const char *name;
+    void (*fn)(void);
+    bool quick; /* part of the --quick subset */
+} gt_test;
+
+static const gt_test TESTS[] = {
+    {"linear_formats", test_linear_formats, true},
+    {"linear_fnuz", test_linear_fnuz, true},
+    {"fp8_dialect_refused", test_fp8_dialect_refused, true},
+    {"embed", test_embed, true},
+    {"rmsnorm", test_rmsnorm, true},
+    {"rope", test_rope, true},
+    {"mhc", test_mhc, true},
+    {"elementwise", test_elementwise, true},
+    {"moe_route", test_moe_route, true},
+    {"moe_experts_small", test_moe_experts_small, true},
+    {"sample", test_sample, true},
+    {"attn_state_quick", test_attn_state_quick, true},
+    {"graph_vs_eager", test_graph_vs_eager, true},
+    {"linear_real_dims", test_linear_real_dims, false},
+    {"moe_experts_real_dims", test_moe_experts_real_dims, false},
+    {"attn_state_f32", test_attn_state_f32, false},
+    {"attn_state_bf16", test_attn_state_bf16, false},
+    {"attn_state_fp8", test_attn_state_fp8, false},
+    {"attn_state_fnuz", test_attn_state_fnuz, false},
+    {"model_full_dims", test_model_full_dims, false},
+};
+
+static bool selected(const char *name, const char *only)
+{
+    if (!only)
+        return true;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", only);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
+        if (strstr(name, tok))
+            return true;
+    return false;
+}
+
+int main(int argc, char **argv)
+{
+    const char *only = NULL;
+    bool list = false;
+    GT.root = getenv("V4_ROOT") && *getenv("V4_ROOT") ? getenv("V4_ROOT") : ".";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            GT.quick = true;
+        else if (strcmp(argv[i], "--list") == 0)
+            list = true;
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only = argv[++i];
+        else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
+            GT.model_dir = argv[++i];
+        else {
+            fprintf(stderr, "usage: gpu-tests [--quick] [--only NAME[,NAME...]] [--model DIR] [--list]\n");
+            return 2;
+        }
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int n = 0, passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof TESTS / sizeof *TESTS; i++) {
+        const gt_test *t = &TESTS[i];
+        if ((GT.quick && !t->quick) || !selected(t->name, only))
+            continue;
+        if (list) {
+            printf("%s\n", t->name);
+            continue;
+        }
+        const int before = gt_failed();
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        t->fn();
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        const double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        n++;
+        if (gt_failed() == before) {
+            passed++;
+            printf("ok %d - %s (%.1f s)\n", n, t->name, secs);
+        } else {
+            failed++;
+            printf("not ok %d - %s (%.1f s)\n", n, t->name, secs);
+        }
+    }
+    if (list)
+        return 0;
+    printf("1..%d\n%d passed, %d failed\n", n, passed, failed);
+    return failed == 0 && passed > 0 ? 0 : 1;
+}
