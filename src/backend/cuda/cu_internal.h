@@ -50,6 +50,7 @@ typedef struct cu_backend {
     v4_backend base;
     int device, n_sm;
     size_t smem_optin; /* largest dynamic shared memory a block may opt into */
+    size_t idx_smem_max; /* dynamic shared memory granted to the indexer kernel */
     cudaStream_t stream;
     int kv_type;      /* KV_* */
     bool debug;       /* V4_CUDA_DEBUG=1 */

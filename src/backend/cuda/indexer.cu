@@ -150,21 +150,31 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
     }
 }
 
+/* Opts the kernel into as much dynamic shared memory as the device allows
+ * beside its static shared memory; records the grant in cb->idx_smem_max. */
+template <int KVT> static cudaError_t allow_dynamic_smem(cu_backend *cb)
+{
+    cudaFuncAttributes a;
+    cudaError_t e = cudaFuncGetAttributes(&a, index_topk_kernel<KVT>);
+    if (e != cudaSuccess)
+        return e;
+    const size_t lim = cb->smem_optin - a.sharedSizeBytes;
+    if (lim < cb->idx_smem_max)
+        cb->idx_smem_max = lim;
+    return cudaFuncSetAttribute(index_topk_kernel<KVT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lim);
+}
+
 extern "C" int cu_indexer_init(cu_backend *cb, v4_err *err)
 {
     cudaError_t e = cudaSuccess;
-    const int lim = (int)cb->smem_optin;
-    CU_KV_DISPATCH(KV_F32, e = cudaFuncSetAttribute(index_topk_kernel<KVT>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    cb->idx_smem_max = cb->smem_optin;
+    CU_KV_DISPATCH(KV_F32, e = allow_dynamic_smem<KVT>(cb));
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_BF16, e = cudaFuncSetAttribute(index_topk_kernel<KVT>,
-                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+        CU_KV_DISPATCH(KV_BF16, e = allow_dynamic_smem<KVT>(cb));
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_FP8, e = cudaFuncSetAttribute(index_topk_kernel<KVT>,
-                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+        CU_KV_DISPATCH(KV_FP8, e = allow_dynamic_smem<KVT>(cb));
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_FP8FNUZ, e = cudaFuncSetAttribute(index_topk_kernel<KVT>,
-                                                            cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+        CU_KV_DISPATCH(KV_FP8FNUZ, e = allow_dynamic_smem<KVT>(cb));
     if (e != cudaSuccess)
         return v4_errf(err, "cuda: configuring the indexer kernel: %s", cudaGetErrorString(e));
     return 0;
@@ -177,7 +187,7 @@ extern "C" void cu_index_topk(v4_backend *be, int32_t *sel, const float *qI, con
     cu_backend *cb = cu_of(be);
     const size_t smem = ((size_t)n_heads * (head_dim + 1) + n_heads + (size_t)IDX_WARPS * head_dim) * sizeof(float);
     const int64_t max_entries = (int64_t)st->max_blocks * entries_per_block;
-    if (n_heads < 1 || head_dim < 1 || ratio < 1 || entries_per_block < 1 || topk < 1 || smem > cb->smem_optin) {
+    if (n_heads < 1 || head_dim < 1 || ratio < 1 || entries_per_block < 1 || topk < 1 || smem > cb->idx_smem_max) {
         cu_fail(cb, "index_topk: unsupported shape (%d heads of %d, ratio %d, top %d)", n_heads, head_dim, ratio,
                 topk);
         return;
