@@ -77,6 +77,15 @@ typedef struct v4_hc_shape {
     float eps, hc_eps;
 } v4_hc_shape;
 
+#define V4_MAX_MARKS 8192
+
+typedef struct v4_peaks {
+    double copy_gbps;     /* device-to-device copy, bytes read + written per second / 1e9 */
+    double bf16_tflops;   /* 8192^3 bf16 matrix product */
+    double fp8_tflops;    /* 8192^3 FP8 e4m3 matrix product */
+    char how[256];        /* what was measured with what */
+} v4_peaks;
+
 /* Per-row parameters of on-device sampling (op `sample`). */
 typedef struct v4_sample_params {
     float temperature; /* 0: greedy (argmax, lowest id on ties) */
@@ -178,6 +187,16 @@ typedef struct v4_backend_ops {
      * mass exceeds u * (kept mass). */
     void (*sample)(v4_backend *be, int32_t *ids, const float *logits, int n, int64_t vocab,
                    const v4_sample_params *p);
+
+    /* Timing for profiles: mark `idx` (< V4_MAX_MARKS) records the point in
+     * the queue where it is issued; after sync, elapsed(a, b) is the time in
+     * milliseconds between two marks. */
+    void (*timer_mark)(v4_backend *be, int idx);
+    double (*timer_elapsed)(v4_backend *be, int a, int b);
+    /* Measures the device's ceilings (seconds of work): copy bandwidth, and
+     * bf16 / FP8 matrix-product rates where the backend has a library for
+     * them (NaN otherwise). */
+    int (*measure_peaks)(v4_backend *be, struct v4_peaks *out, v4_err *err);
 
     /* Graph capture; NULL where a backend has none. Ops issued between
      * capture_begin and capture_end are recorded instead of run, and

@@ -47,6 +47,12 @@ int cli_backend_option(const char *cmd, const char *opt, const char *val, backen
         if (cli_parse_i64(cmd, opt, val, 0, 64, &v))
             return -1;
         bo->device = (int)v;
+    } else if (strcmp(opt, "--kv-dtype") == 0) {
+        if (strcmp(val, "f32") && strcmp(val, "bf16") && strcmp(val, "fp8")) {
+            fprintf(stderr, "%s: --kv-dtype must be f32, bf16 or fp8, got '%s'\n", cmd, val);
+            return -1;
+        }
+        setenv("V4_KV_DTYPE", val, 1); /* read by every backend at creation */
     } else if (strcmp(opt, "--fp8-dialect") == 0) {
         if (backend_parse_dialect(val, &bo->fp8_dialect, &err)) {
             fprintf(stderr, "%s: %s\n", cmd, err.msg);

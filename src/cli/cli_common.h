@@ -7,7 +7,7 @@
 
 #include "backend/registry.h"
 
-/* Handles --backend, --threads, --fp8-dialect, --device with value `val`.
+/* Handles --backend, --threads, --fp8-dialect, --kv-dtype, --device with value `val`.
  * Returns 1 when `opt` was one of them, 0 when not, -1 (message printed,
  * prefixed with `cmd`) for a bad value. */
 int cli_backend_option(const char *cmd, const char *opt, const char *val, backend_opts *bo);
@@ -15,6 +15,7 @@ int cli_backend_option(const char *cmd, const char *opt, const char *val, backen
     "  --backend cpu|cuda   compute backend (default cpu)\n"                                                       \
     "  --threads N          CPU worker threads (default: all cores)\n"                                             \
     "  --fp8-dialect ocp|fnuz  FP8 dialect to compute in (default ocp; fnuz converts weights at load)\n"           \
+    "  --kv-dtype f32|bf16|fp8 stored KV state (default f32; bf16 halves it, fp8 quarters it)\n"                  \
     "  --device N           GPU ordinal (default 0)\n"
 
 /* Strict integer / float parsing: the whole string, within [lo, hi]. */

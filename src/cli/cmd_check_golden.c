@@ -6,15 +6,16 @@
 #include <string.h>
 
 #include "backend/registry.h"
+#include "cli/cli_common.h"
 #include "cli/commands.h"
 #include "tools/golden.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: v4serve check-golden --model DIR --golden FILE [--chunk N] [--backend cpu|cuda]\n"
-               "                            [--threads N] [--fp8-dialect ocp|fnuz] [--tolerance X]\n"
+    fprintf(f, "usage: v4serve check-golden --model DIR --golden FILE [--chunk N] [--tolerance X] [backend options]\n"
                "  --chunk 0 feeds the whole sequence at once (default), N feeds chunks of N, 1 token by token.\n"
-               "  Bounds: rel_err <= 1e-3 on the CPU backend, 2e-2 on GPU backends (override with --tolerance).\n");
+               "  Bounds: rel_err <= 1e-3 on the CPU backend, 2e-2 on GPU backends (override with --tolerance).\n"
+               CLI_BACKEND_HELP);
 }
 
 int cmd_check_golden(int argc, char **argv)
@@ -26,7 +27,11 @@ int cmd_check_golden(int argc, char **argv)
     v4_err err;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0) {
+        int backend_opt = v ? cli_backend_option("check-golden", a, v, &bo) : 0;
+        if (backend_opt < 0) {
+            return 2;
+        } else if (backend_opt == 1) {
+        } else if (strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
         } else if (!v) {
@@ -44,17 +49,8 @@ int cmd_check_golden(int argc, char **argv)
                 return 2;
             }
             chunk = (int)c;
-        } else if (strcmp(a, "--backend") == 0) {
-            bo.name = v;
-        } else if (strcmp(a, "--threads") == 0) {
-            bo.threads = atoi(v);
         } else if (strcmp(a, "--tolerance") == 0) {
             tol = atof(v);
-        } else if (strcmp(a, "--fp8-dialect") == 0) {
-            if (backend_parse_dialect(v, &bo.fp8_dialect, &err)) {
-                fprintf(stderr, "check-golden: %s\n", err.msg);
-                return 2;
-            }
         } else {
             fprintf(stderr, "check-golden: unknown option '%s'\n", a);
             usage(stderr);

@@ -15,6 +15,7 @@ static const command COMMANDS[] = {
     {"mkmodel", cmd_mkmodel, "write a deterministic random checkpoint (tiny, demo or full Flash)"},
     {"check-golden", cmd_check_golden, "compare logits with a golden file (prefill, chunked, token by token)"},
     {"generate", cmd_generate, "generate text for one prompt through the serving engine"},
+    {"bench", cmd_bench, "offline benchmark: decode and prefill against the device's roofline"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
 };
 

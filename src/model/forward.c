@@ -44,6 +44,8 @@ typedef struct acts {
     float *xh;     /* [n][D] */
     float *logits; /* [n][V] */
     int32_t *logit_rows; /* [n] */
+    v4_sample_params *sparams; /* [n] on-device sampling parameters */
+    int32_t *ids_out;          /* [n] sampled ids */
 } acts;
 
 #define FWD_MAX_BUCKETS 10 /* decode buckets 1, 2, 4, ..., 512 */
@@ -64,6 +66,11 @@ struct v4_forward {
     int n_buckets;
     fwd_bucket bucket[FWD_MAX_BUCKETS];
     int32_t *ident_rows; /* [rows] 0, 1, 2, ...: logit rows of a padded decode step */
+    /* profile of the last step when profiling (eager steps only) */
+    bool profiling;
+    int n_marks;
+    uint8_t mark_fam[V4_MAX_MARKS];
+    const char *mark_op[V4_MAX_MARKS];
     void **allocs;
     size_t n_allocs;
     v4_layer_kv kv[V4_MAX_LAYERS];
@@ -75,6 +82,54 @@ struct v4_forward {
 };
 
 const kv_geom *fwd_geom(const v4_forward *f) { return &f->g; }
+
+const char *const FWD_FAMILY_NAMES[FAM_COUNT] = {"dense GEMMs", "attention", "indexer", "MoE", "head", "other"};
+
+/* Marks the start of op `name` of family `fam`. */
+static void prof(v4_forward *f, fwd_family fam, const char *name)
+{
+    if (!f->profiling || f->n_marks >= V4_MAX_MARKS - 1)
+        return;
+    f->mark_fam[f->n_marks] = (uint8_t)fam;
+    f->mark_op[f->n_marks] = name;
+    f->m->be->ops->timer_mark(f->m->be, f->n_marks++);
+}
+
+void fwd_set_profile(v4_forward *f, bool on) { f->profiling = on && f->m->be->ops->timer_mark; }
+
+int fwd_profile(v4_forward *f, double ms[FAM_COUNT], double *total_ms)
+{
+    for (int i = 0; i < FAM_COUNT; i++)
+        ms[i] = 0;
+    *total_ms = 0;
+    if (f->n_marks < 2)
+        return -1;
+    v4_backend *be = f->m->be;
+    for (int i = 0; i + 1 < f->n_marks; i++)
+        ms[f->mark_fam[i]] += be->ops->timer_elapsed(be, i, i + 1);
+    *total_ms = be->ops->timer_elapsed(be, 0, f->n_marks - 1);
+    return 0;
+}
+
+int fwd_profile_ops(v4_forward *f, fwd_op_time *out, int max)
+{
+    int n = 0;
+    v4_backend *be = f->m->be;
+    for (int i = 0; i + 1 < f->n_marks; i++) {
+        double ms = be->ops->timer_elapsed(be, i, i + 1);
+        int j = 0;
+        while (j < n && strcmp(out[j].name, f->mark_op[i]) != 0)
+            j++;
+        if (j == n) {
+            if (n == max)
+                continue;
+            out[n++] = (fwd_op_time){.name = f->mark_op[i], .family = (fwd_family)f->mark_fam[i]};
+        }
+        out[j].ms += ms;
+        out[j].calls++;
+    }
+    return n;
+}
 
 static void *balloc(v4_forward *f, size_t bytes, v4_err *err)
 {
@@ -158,6 +213,8 @@ int fwd_create(v4_model *m, const kv_geom *g, int max_tokens, v4_forward **out, 
     ALLOC(a->xh, n * D);
     ALLOC(a->logits, n * c->vocab_size);
     ALLOC(a->logit_rows, n);
+    ALLOC(a->sparams, n);
+    ALLOC(a->ids_out, n);
 
     /* sequences of a step: at most the slots, or a padded decode bucket */
     int64_t S = g->n_slots;
@@ -307,13 +364,21 @@ static void attention_block(v4_forward *f, int L, const v4_step *st, int n)
     const float *freq = lw->kind == LAYER_SLIDING ? m->rope_main : m->rope_comp;
     v4_layer_kv *kv = &f->kv[L];
 
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->qa, a->xn, n, &lw->wq_a, 1);
+    prof(f, FAM_OTHER, "rmsnorm");
     ops->rmsnorm(be, a->qa, a->qa, F(&lw->q_norm), n, (int)c->q_lora_rank, eps);
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->q, a->qa, n, &lw->wq_b, 1);
+    prof(f, FAM_OTHER, "rmsnorm");
     ops->rmsnorm(be, a->q, a->q, NULL, n * H, d, eps);
+    prof(f, FAM_OTHER, "rope");
     ops->rope(be, a->q, n, H, d, r, freq, st, false);
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->kv, a->xn, n, &lw->wkv, 1);
+    prof(f, FAM_OTHER, "rmsnorm");
     ops->rmsnorm(be, a->kv, a->kv, F(&lw->kv_norm), n, d, eps);
+    prof(f, FAM_OTHER, "rope");
     ops->rope(be, a->kv, n, 1, d, r, freq, st, false);
 
     if (lw->kind != LAYER_SLIDING) {
@@ -321,8 +386,11 @@ static void attention_block(v4_forward *f, int L, const v4_step *st, int n)
         v4_comp_shape cs = {.ratio = cw->ratio, .head = (int)cw->head, .width = (int)cw->width,
                             .overlap = cw->overlap, .rope_dim = r, .entries_per_block = lg->entries_per_block,
                             .block_tokens = f->g.block_tokens, .eps = eps};
+        prof(f, FAM_DENSE, "linear");
         ops->linear(be, a->ca, a->xn, n, &cw->wkv, 1);
+        prof(f, FAM_DENSE, "linear");
         ops->linear(be, a->cz, a->xn, n, &cw->wgate, 1);
+        prof(f, FAM_ATTENTION, "compress");
         ops->compress(be, kv->entries, kv->comp_acc, a->ca, a->cz, F(&cw->ape), F(&cw->norm), m->rope_comp, st,
                       &cs);
     }
@@ -333,14 +401,22 @@ static void attention_block(v4_forward *f, int L, const v4_step *st, int n)
         v4_comp_shape is = {.ratio = iw->ratio, .head = ic, .width = (int)iw->width, .overlap = true,
                             .rope_dim = r, .entries_per_block = lg->entries_per_block,
                             .block_tokens = f->g.block_tokens, .eps = eps};
+        prof(f, FAM_DENSE, "linear");
         ops->linear(be, a->ia, a->xn, n, &iw->wkv, 1);
+        prof(f, FAM_DENSE, "linear");
         ops->linear(be, a->iz, a->xn, n, &iw->wgate, 1);
+        prof(f, FAM_ATTENTION, "compress");
         ops->compress(be, kv->idx_keys, kv->idx_acc, a->ia, a->iz, F(&iw->ape), F(&iw->norm), m->rope_comp, st,
                       &is);
+        prof(f, FAM_DENSE, "linear");
         ops->linear(be, a->qi, a->qa, n, &lw->idx_wq_b, 1);
+        prof(f, FAM_OTHER, "rope");
         ops->rope(be, a->qi, n, h, ic, r, m->rope_comp, st, false);
+        prof(f, FAM_DENSE, "linear");
         ops->linear(be, a->wi, a->xn, n, &lw->idx_weights_proj, 1);
+        prof(f, FAM_OTHER, "scale");
         ops->scale(be, a->wi, 1.0f / sqrtf((float)h), (int64_t)n * h);
+        prof(f, FAM_INDEXER, "index_topk");
         ops->index_topk(be, a->sel, a->qi, a->wi, kv->idx_keys, st, h, ic, lw->ratio, lg->entries_per_block,
                         f->g.block_tokens, (int)c->index_topk);
         sel = a->sel;
@@ -348,10 +424,15 @@ static void attention_block(v4_forward *f, int L, const v4_step *st, int n)
     v4_attn_shape as = {.n_heads = H, .head_dim = d, .rope_dim = r, .window = (int)c->window, .kind = lw->kind,
                         .ratio = lw->ratio, .entries_per_block = lg->entries_per_block,
                         .block_tokens = f->g.block_tokens, .topk = (int)c->index_topk};
+    prof(f, FAM_ATTENTION, "attention");
     ops->attention(be, a->o, a->q, a->kv, kv, sel, F(&lw->attn_sink), st, &as);
+    prof(f, FAM_ATTENTION, "ring_store");
     ops->ring_store(be, kv, a->kv, st, (int)c->window, d);
+    prof(f, FAM_OTHER, "rope");
     ops->rope(be, a->o, n, H, d, r, freq, st, true);
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->oa, a->o, n, &lw->wo_a, (int)c->o_groups);
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->y, a->oa, n, &lw->wo_b, 1);
 }
 
@@ -365,15 +446,23 @@ static void moe_block(v4_forward *f, int L, const v4_step *st, int n)
     acts *a = &f->a;
     const float limit = (float)c->swiglu_limit;
 
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->gl, a->xn, n, &lw->gate_w, 1);
+    prof(f, FAM_MOE, "moe_route");
     ops->moe_route(be, a->ids, a->rw, a->gl, lw->hashed ? NULL : F(&lw->gate_bias), lw->hashed ? &lw->tid2eid : NULL,
                    st, (int)c->n_experts, (int)c->n_active, (float)c->routed_scale);
+    prof(f, FAM_MOE, "moe_experts");
     ops->moe_experts(be, a->y, a->xn, a->ids, a->rw, n, (int)c->n_active, lw->exp_w1, lw->exp_w2, lw->exp_w3, limit,
                      a->moe_scratch);
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->sg, a->xn, n, &lw->sh_w1, 1);
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->su, a->xn, n, &lw->sh_w3, 1);
+    prof(f, FAM_OTHER, "swiglu");
     ops->swiglu(be, a->sh, a->sg, a->su, (int64_t)n * c->moe_inter, limit);
+    prof(f, FAM_DENSE, "linear");
     ops->linear(be, a->ys, a->sh, n, &lw->sh_w2, 1);
+    prof(f, FAM_OTHER, "add");
     ops->add(be, a->y, a->ys, (int64_t)n * c->dim);
 }
 
@@ -390,26 +479,39 @@ static void run_ops(v4_forward *f, const v4_step *st, int n, const int32_t *logi
     v4_hc_shape hs = {.n_streams = (int)c->hc_mult, .dim = (int)c->dim, .iters = (int)c->hc_sinkhorn_iters,
                       .eps = eps, .hc_eps = (float)c->hc_eps};
 
+    f->n_marks = 0;
+    prof(f, FAM_OTHER, "embed");
     ops->embed(be, a->X, &m->dev.embed, st, (int)c->hc_mult);
     for (int L = 0; L < c->n_layers; L++) {
         const v4_layer_w *lw = &m->dev.layers[L];
+        prof(f, FAM_OTHER, "hc_pre");
         ops->hc_pre(be, a->x, a->post, a->comb, a->X, F(&lw->hc_attn_fn), F(&lw->hc_attn_base),
                     F(&lw->hc_attn_scale), n, &hs);
+        prof(f, FAM_OTHER, "rmsnorm");
         ops->rmsnorm(be, a->xn, a->x, F(&lw->attn_norm), n, (int)c->dim, eps);
         attention_block(f, L, st, n);
+        prof(f, FAM_OTHER, "hc_post");
         ops->hc_post(be, a->X, a->y, a->post, a->comb, n, &hs);
 
+        prof(f, FAM_OTHER, "hc_pre");
         ops->hc_pre(be, a->x, a->post, a->comb, a->X, F(&lw->hc_ffn_fn), F(&lw->hc_ffn_base), F(&lw->hc_ffn_scale),
                     n, &hs);
+        prof(f, FAM_OTHER, "rmsnorm");
         ops->rmsnorm(be, a->xn, a->x, F(&lw->ffn_norm), n, (int)c->dim, eps);
         moe_block(f, L, st, n);
+        prof(f, FAM_OTHER, "hc_post");
         ops->hc_post(be, a->X, a->y, a->post, a->comb, n, &hs);
     }
+    prof(f, FAM_OTHER, "gather_rows");
     ops->gather_rows(be, a->xg, a->X, logit_rows, lrows, c->hc_mult * c->dim);
+    prof(f, FAM_OTHER, "hc_head");
     ops->hc_head(be, a->xh, a->xg, F(&m->dev.hc_head_fn), F(&m->dev.hc_head_base), F(&m->dev.hc_head_scale), lrows,
                  &hs);
+    prof(f, FAM_OTHER, "rmsnorm");
     ops->rmsnorm(be, a->xh, a->xh, F(&m->dev.norm), lrows, (int)c->dim, eps);
+    prof(f, FAM_HEAD, "linear");
     ops->linear(be, a->logits, a->xh, lrows, &m->dev.head, 1);
+    prof(f, FAM_END, "end");
 }
 
 /* The bucket of a decode step of n sequences; NULL when none fits. */
@@ -425,7 +527,7 @@ static fwd_bucket *decode_bucket(v4_forward *f, int n)
  * bucket's graph: pads the mirror to the bucket, refreshes the metadata,
  * then replays the graph, or on the bucket's first use runs eagerly and
  * captures. Rows 0..n-1 are the real sequences, in order. */
-static int decode_step(v4_forward *f, fwd_bucket *bk, v4_step *host, float *logits, v4_err *err)
+static int decode_step(v4_forward *f, fwd_bucket *bk, v4_step *host, v4_err *err)
 {
     v4_backend *be = f->m->be;
     const v4_backend_ops *ops = be->ops;
@@ -448,45 +550,63 @@ static int decode_step(v4_forward *f, fwd_bucket *bk, v4_step *host, float *logi
     v4_step st;
     if (ops->set_step(be, host, &st, err))
         return -1;
-    if (bk->graph) {
-        if (ops->graph_launch(be, bk->graph, err))
-            return -1;
-    } else {
-        run_ops(f, &st, B, f->ident_rows, B);
-        if (ops->sync(be, err))
-            return -1;
-        if (ops->capture_begin(be, err))
-            return -1;
-        run_ops(f, &st, B, f->ident_rows, B);
-        if (ops->capture_end(be, &bk->graph, err))
-            return -1;
-    }
-    if (ops->sync(be, err))
+    if (bk->graph)
+        return ops->graph_launch(be, bk->graph, err);
+    run_ops(f, &st, B, f->ident_rows, B);
+    if (ops->sync(be, err) || ops->capture_begin(be, err))
         return -1;
-    return ops->download(be, logits, f->a.logits, (size_t)n * f->m->cfg.vocab_size * sizeof(float), err);
+    run_ops(f, &st, B, f->ident_rows, B);
+    return ops->capture_end(be, &bk->graph, err);
 }
 
-int fwd_step(v4_forward *f, const v4_seq_batch *seqs, int n_seqs, float *logits, v4_err *err)
+/* Runs a step and leaves its logits rows (sequences in order) in a->logits;
+ * returns how many rows, or -1. */
+static int step_on_device(v4_forward *f, const v4_seq_batch *seqs, int n_seqs, v4_err *err)
 {
-    v4_model *m = f->m;
-    v4_backend *be = m->be;
+    v4_backend *be = f->m->be;
     const v4_backend_ops *ops = be->ops;
-    const v4_config *c = &m->cfg;
     acts *a = &f->a;
     v4_step host, st;
     int lrows = pack_step(f, seqs, n_seqs, &host, err);
     if (lrows < 0)
         return -1;
-    if (f->graphs && host.n_tokens == n_seqs) {
-        fwd_bucket *bk = decode_bucket(f, n_seqs);
-        if (bk)
-            return decode_step(f, bk, &host, logits, err);
+    fwd_bucket *bk = f->graphs && !f->profiling && host.n_tokens == n_seqs ? decode_bucket(f, n_seqs) : NULL;
+    if (bk) {
+        if (decode_step(f, bk, &host, err))
+            return -1;
+    } else {
+        if (ops->set_step(be, &host, &st, err) ||
+            ops->upload(be, a->logit_rows, f->h_logit_rows, (size_t)lrows * sizeof(int32_t), err))
+            return -1;
+        run_ops(f, &st, host.n_tokens, a->logit_rows, lrows);
     }
-    if (ops->set_step(be, &host, &st, err) ||
-        ops->upload(be, a->logit_rows, f->h_logit_rows, (size_t)lrows * sizeof(int32_t), err))
+    return ops->sync(be, err) ? -1 : lrows;
+}
+
+int fwd_step(v4_forward *f, const v4_seq_batch *seqs, int n_seqs, float *logits, v4_err *err)
+{
+    int lrows = step_on_device(f, seqs, n_seqs, err);
+    if (lrows < 0)
         return -1;
-    run_ops(f, &st, host.n_tokens, a->logit_rows, lrows);
+    v4_backend *be = f->m->be;
+    return be->ops->download(be, logits, f->a.logits, (size_t)lrows * f->m->cfg.vocab_size * sizeof(float), err);
+}
+
+int fwd_step_sample(v4_forward *f, const v4_seq_batch *seqs, int n_seqs, const v4_sample_params *params,
+                    int32_t *ids, v4_err *err)
+{
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].all_logits)
+            return v4_errf(err, "fwd_step_sample: sequence %d asks for every row's logits", s);
+    int lrows = step_on_device(f, seqs, n_seqs, err);
+    if (lrows < 0)
+        return -1;
+    v4_backend *be = f->m->be;
+    const v4_backend_ops *ops = be->ops;
+    if (ops->upload(be, f->a.sparams, params, (size_t)lrows * sizeof *params, err))
+        return -1;
+    ops->sample(be, f->a.ids_out, f->a.logits, lrows, f->m->cfg.vocab_size, f->a.sparams);
     if (ops->sync(be, err))
         return -1;
-    return ops->download(be, logits, a->logits, (size_t)lrows * c->vocab_size * sizeof(float), err);
+    return ops->download(be, ids, f->a.ids_out, (size_t)lrows * sizeof(int32_t), err);
 }

@@ -37,6 +37,41 @@ int fwd_logit_rows(const v4_seq_batch *seqs, int n_seqs);
  * host array `logits`, sequences in order. */
 int fwd_step(v4_forward *f, const v4_seq_batch *seqs, int n_seqs, float *logits, v4_err *err);
 
+/* Like fwd_step, but samples one token per sequence on the device (the
+ * backend's `sample` op, params[s] per sequence) and returns only the ids,
+ * so a step moves a few bytes to the host instead of the logits. */
+int fwd_step_sample(v4_forward *f, const v4_seq_batch *seqs, int n_seqs, const v4_sample_params *params,
+                    int32_t *ids, v4_err *err);
+
 const kv_geom *fwd_geom(const v4_forward *f);
+
+/* Profiles of eager steps: time per op family of the last step. */
+typedef enum fwd_family {
+    FAM_DENSE,     /* linear layers of attention, compressors, indexer, gate, shared expert */
+    FAM_ATTENTION, /* attention, compressors, window ring */
+    FAM_INDEXER,   /* indexer scores and top-k */
+    FAM_MOE,       /* routing and routed experts */
+    FAM_HEAD,      /* the lm_head */
+    FAM_OTHER,     /* norms, rope, mHC, embedding, element-wise */
+    FAM_COUNT,
+    FAM_END = FAM_COUNT /* closing mark */
+} fwd_family;
+extern const char *const FWD_FAMILY_NAMES[FAM_COUNT];
+
+/* Profiling records a timer mark wherever the op family changes (eager
+ * steps; graph replays are not profiled). */
+void fwd_set_profile(v4_forward *f, bool on);
+/* Milliseconds per family and in all of the last profiled step. */
+int fwd_profile(v4_forward *f, double ms[FAM_COUNT], double *total_ms);
+
+/* Milliseconds per op of the last profiled step, summed over its calls;
+ * returns how many distinct ops (at most max). */
+typedef struct fwd_op_time {
+    const char *name;
+    fwd_family family;
+    double ms;
+    int calls;
+} fwd_op_time;
+int fwd_profile_ops(v4_forward *f, fwd_op_time *out, int max);
 
 #endif

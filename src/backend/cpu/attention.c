@@ -114,6 +114,7 @@ void cpu_ring_store(v4_backend *be, v4_layer_kv *lkv, const float *kv, const v4_
         for (int t = first; t < ntok; t++) {
             float *dst = (float *)lkv->ring + (slot * window + (start + t) % window) * head_dim;
             memcpy(dst, kv + (int64_t)(st->seq_row[s] + t) * head_dim, (size_t)head_dim * sizeof(float));
+            cpu_kv_round(be, dst, head_dim);
         }
     }
 }

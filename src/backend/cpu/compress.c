@@ -55,6 +55,7 @@ typedef struct comp_ctx {
     const float *a, *z, *ape, *norm_w, *freq;
     const v4_step *st;
     const v4_comp_shape *sh;
+    v4_backend *be;
 } comp_ctx;
 
 /* Phase 1: item = (sequence, channel); fold the step's tokens in order. */
@@ -118,6 +119,7 @@ static void finish_entries(void *vc, int64_t b, int64_t e, int worker)
             for (int ch = 0; ch < head; ch++)
                 x[ch] = x[ch] * inv * c->norm_w[ch];
             cpu_rope_row(x, head, sh->rope_dim, c->freq, (double)(i * m));
+            cpu_kv_round(c->be, x, head);
         }
     }
 }
@@ -125,7 +127,7 @@ static void finish_entries(void *vc, int64_t b, int64_t e, int worker)
 void cpu_compress(v4_backend *be, void *entries, float *acc, const float *a, const float *z, const float *ape,
                   const float *norm_w, const float *inv_freq, const v4_step *st, const v4_comp_shape *sh)
 {
-    comp_ctx c = {entries, acc, a, z, ape, norm_w, inv_freq, st, sh};
+    comp_ctx c = {entries, acc, a, z, ape, norm_w, inv_freq, st, sh, be};
     tp_run(cpu_tp(be), (int64_t)st->n_seqs * sh->head, 32, fold_channels, &c);
     tp_run(cpu_tp(be), st->n_seqs, 1, finish_entries, &c);
 }

@@ -15,7 +15,18 @@ typedef struct cpu_backend {
     size_t meta_cap;
     v4_err err; /* first op failure since the last sync */
     int failed;
+    double marks[V4_MAX_MARKS]; /* timer marks, ms */
+    dtype_t kv_round; /* F32: KV stored exactly; BF16 or an FP8 dialect: rounded as a GPU stores it */
 } cpu_backend;
+
+/* Rounds a KV vector as it would be stored in the backend's KV type (bf16,
+ * or FP8 in the backend's dialect with one scale per vector), so the CPU
+ * reproduces a GPU's quantized KV. No-op for fp32 KV. */
+void cpu_kv_round(v4_backend *be, float *v, int64_t n);
+
+void cpu_timer_mark(v4_backend *be, int idx);
+double cpu_timer_elapsed(v4_backend *be, int a, int b);
+int cpu_measure_peaks(v4_backend *be, v4_peaks *p, v4_err *err);
 
 /* Records an op failure (reported by sync). */
 void cpu_fail(v4_backend *be, const char *msg);

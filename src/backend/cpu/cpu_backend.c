@@ -2,6 +2,7 @@
  * reads weights in place from the mapped checkpoint). */
 #include "backend/cpu/cpu.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,7 +159,46 @@ static const v4_backend_ops CPU_OPS = {
     .scale = cpu_scale,
     .gather_rows = cpu_gather_rows,
     .sample = cpu_sample,
+    .timer_mark = cpu_timer_mark,
+    .timer_elapsed = cpu_timer_elapsed,
+    .measure_peaks = cpu_measure_peaks,
 };
+
+void cpu_kv_round(v4_backend *be, float *v, int64_t n)
+{
+    const dtype_t t = ((cpu_backend *)be)->kv_round;
+    if (t == DT_F32)
+        return;
+    if (t == DT_BF16) {
+        for (int64_t i = 0; i < n; i++)
+            v[i] = dt_bf16_to_f32(dt_f32_to_bf16(v[i]));
+        return;
+    }
+    const bool fnuz = t == DT_F8_E4M3FNUZ;
+    float amax = 0;
+    for (int64_t i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(v[i]));
+    const float scale = amax > 0 ? amax / (fnuz ? 240.0f : 448.0f) : 1.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float q = v[i] / scale;
+        v[i] = (fnuz ? dt_e4m3fnuz_to_f32(dt_f32_to_e4m3fnuz(q)) : dt_e4m3_to_f32(dt_f32_to_e4m3(q))) * scale;
+    }
+}
+
+/* V4_KV_DTYPE=f32|bf16|fp8 (the CUDA backend's variable): how KV is rounded. */
+static int kv_round_from_env(dtype_t dialect, dtype_t *out, v4_err *err)
+{
+    const char *e = getenv("V4_KV_DTYPE");
+    if (!e || !*e || strcmp(e, "f32") == 0)
+        *out = DT_F32;
+    else if (strcmp(e, "bf16") == 0)
+        *out = DT_BF16;
+    else if (strcmp(e, "fp8") == 0)
+        *out = dialect;
+    else
+        return v4_errf(err, "V4_KV_DTYPE is '%s'; use f32, bf16 or fp8", e);
+    return 0;
+}
 
 int backend_cpu_create(int n_threads, dtype_t fp8_dialect, v4_backend **out, v4_err *err)
 {
@@ -171,6 +211,10 @@ int backend_cpu_create(int n_threads, dtype_t fp8_dialect, v4_backend **out, v4_
     cb->base.ops = &CPU_OPS;
     cb->base.fp8_dialect = fp8_dialect;
     cb->base.kv_elem_bytes = sizeof(float);
+    if (kv_round_from_env(fp8_dialect, &cb->kv_round, err)) {
+        free(cb);
+        return -1;
+    }
     cb->tp = tp_create(n_threads);
     if (!cb->tp) {
         free(cb);

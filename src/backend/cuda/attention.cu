@@ -4,7 +4,7 @@
  * step from the fp32 kv rows, earlier ones from the slot's ring), plus a
  * per-head sink logit with no value.
  *
- * One block per (token, group of ATT_HG heads), one warp per head. The
+ * One block per (token, group of ATT_HG = 16 heads), one warp per head. The
  * visible keys are enumerated on the device (selection, closed-entry count
  * and window bounds come from device memory) and processed in tiles of
  * ATT_TK keys: the block decodes a tile into shared memory (rows padded by
@@ -16,7 +16,7 @@
  * ring, in the KV type (FP8: one scale per stored vector). */
 #include "backend/cuda/cu_device.cuh"
 
-#define ATT_HG 8
+#define ATT_HG 16
 #define ATT_TK 32
 #define ATT_MAXD 512
 
@@ -97,9 +97,19 @@ __global__ __launch_bounds__(ATT_HG * 32) void attention_kernel(
         if (!hv)
             continue;
         const float *kr = ks + lane * (d + 1), *qh = qs + warp * d;
-        float dot = 0.0f;
-        for (int ch = 0; ch < d; ch++)
-            dot = fmaf(qh[ch], kr[ch], dot);
+        /* four independent partial sums: a single 512-long FMA chain would
+         * leave the warp waiting on each FMA's latency */
+        float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+        int ch = 0;
+        for (; ch + 4 <= d; ch += 4) {
+            d0 = fmaf(qh[ch], kr[ch], d0);
+            d1 = fmaf(qh[ch + 1], kr[ch + 1], d1);
+            d2 = fmaf(qh[ch + 2], kr[ch + 2], d2);
+            d3 = fmaf(qh[ch + 3], kr[ch + 3], d3);
+        }
+        for (; ch < d; ch++)
+            d0 = fmaf(qh[ch], kr[ch], d0);
+        const float dot = (d0 + d1) + (d2 + d3);
         const bool ok = kvalid[lane] != 0;
         const float sc = ok ? dot * scale : -INFINITY;
         const float mnew = fmaxf(m, warp_max(sc));

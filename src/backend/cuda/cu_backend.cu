@@ -453,7 +453,7 @@ static int cu_set_step(v4_backend *be, const v4_step *h, v4_step *d, v4_err *err
     return 0;
 }
 
-static int cu_sync(v4_backend *be, v4_err *err)
+extern "C" int cu_sync(v4_backend *be, v4_err *err)
 {
     cu_backend *cb = cu_of(be);
     if (cb->capturing)
@@ -585,6 +585,9 @@ static v4_backend_ops make_ops(bool graphs)
     o.scale = cu_scale;
     o.gather_rows = cu_gather_rows;
     o.sample = cu_sample;
+    o.timer_mark = cu_timer_mark;
+    o.timer_elapsed = cu_timer_elapsed;
+    o.measure_peaks = cu_measure_peaks;
     if (graphs) {
         o.capture_begin = cu_capture_begin;
         o.capture_end = cu_capture_end;
@@ -607,10 +610,10 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
         return v4_errf(err, "the CUDA backend computes in F8_E4M3 or F8_E4M3FNUZ, not %s", dt_name(fp8_dialect));
     const char *kvs = getenv("V4_KV_DTYPE");
     int kv_type;
-    if (!kvs || !*kvs || strcmp(kvs, "bf16") == 0)
-        kv_type = KV_BF16;
-    else if (strcmp(kvs, "f32") == 0)
+    if (!kvs || !*kvs || strcmp(kvs, "f32") == 0)
         kv_type = KV_F32;
+    else if (strcmp(kvs, "bf16") == 0)
+        kv_type = KV_BF16;
     else if (strcmp(kvs, "fp8") == 0)
         kv_type = fp8_dialect == DT_F8_E4M3 ? KV_FP8 : KV_FP8FNUZ;
     else
@@ -672,6 +675,7 @@ extern "C" void backend_cuda_destroy(v4_backend *be)
         cudaFreeHost(cb->meta_host);
     if (cb->meta_copied)
         cudaEventDestroy(cb->meta_copied);
+    cu_timer_free(cb);
     if (cb->stream)
         cudaStreamDestroy(cb->stream);
     free(cb->retired);

@@ -75,6 +75,7 @@ typedef struct cu_backend {
     cu_expert_table *etab;
     size_t n_etab;
     int moe_n_experts; /* from the last moe_route (moe_experts is not told E) */
+    cudaEvent_t *marks; /* timer marks, created on first use (profile.cu) */
 } cu_backend;
 
 static inline cu_backend *cu_of(v4_backend *be) { return (cu_backend *)be; }
@@ -100,6 +101,13 @@ float *cu_kv_scale(cu_backend *cb, const void *data);
 const cu_expert_table *cu_experts(cu_backend *cb, const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, int n);
 /* Grid size for grid-stride loops over `count` items. */
 unsigned cu_grid(int64_t count, int threads);
+
+/* Profiles and ceilings (profile.cu). */
+void cu_timer_mark(v4_backend *be, int idx);
+double cu_timer_elapsed(v4_backend *be, int a, int b);
+int cu_measure_peaks(v4_backend *be, v4_peaks *p, v4_err *err);
+void cu_timer_free(cu_backend *cb);
+int cu_sync(v4_backend *be, v4_err *err);
 
 /* Op families (signatures as in backend.h). */
 void cu_embed(v4_backend *be, float *X, const v4_mat *embed, const v4_step *st, int n_streams);

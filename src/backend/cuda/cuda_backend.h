@@ -4,11 +4,13 @@
  *
  * Environment, read once when a backend is created:
  *   V4_KV_DTYPE=f32|bf16|fp8  element type of the stored KV state (sliding
- *       ring, compressed entries, indexer keys). bf16 is the default; f32 is
- *       the debug/reference mode (matches the CPU backend to fp32 rounding);
- *       fp8 stores e4m3 codes in the backend's FP8 dialect with one fp32
- *       scale per stored vector (amax / max finite). Compressor accumulators
- *       are fp32 in every mode.
+ *       ring, compressed entries, indexer keys), also set by the CLI's
+ *       --kv-dtype. f32 is the default (matches the CPU backend to fp32
+ *       rounding); bf16 halves the memory; fp8 stores e4m3 codes in the
+ *       backend's FP8 dialect with one fp32 scale per stored vector
+ *       (amax / max finite). Compressor accumulators are fp32 in every
+ *       mode. The CPU backend rounds its KV the same way for the same
+ *       setting, so it reproduces each mode.
  *   V4_CUDA_GRAPHS=0  the backend offers no graph capture (capture_begin and
  *       friends are NULL), so the forward pass runs every step eagerly; used
  *       to compare graph replay with eager execution.
