@@ -1,0 +1,105 @@
+/* Golden vectors (tests/golden/README.md) in the test suite: the `tiny` and
+ * `rates` checkpoints through the CPU backend, with the prompt fed whole,
+ * token by token, and in chunks of 7, 13 (a prime dividing no compress
+ * ratio and no window, so chunk edges fall mid-window everywhere) and 64.
+ * Each run must hold max |diff| <= 1e-3 x max |logit| at every position
+ * and reproduce every greedy token. Beyond that bound, the CPU backend
+ * computes each row in a fixed order, so every chunking must give the same
+ * logits bit for bit: the largest difference from the golden logits is
+ * then the same number for every chunking. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "testutil.h"
+#include "tools/golden.h"
+
+#define N_CHUNKS 5
+static const int CHUNKS[N_CHUNKS] = {0, 1, 7, 13, 64};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void check_model(const char *name, int64_t want_greedy)
+{
+    char model[4096], gpath[4096];
+    snprintf(model, sizeof model, "%s/model", tu_golden(name));
+    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", tu_golden(name));
+    v4_err err;
+    golden g;
+    if (golden_load(gpath, &g, &err))
+        fail_msg("golden_load: %s", err.msg);
+    assert_int_equal(g.n_tokens - g.prompt_len, want_greedy);
+    v4_backend *be;
+    if (backend_cpu_create(2, DT_F8_E4M3, &be, &err))
+        fail_msg("backend_cpu_create: %s", err.msg);
+    double first_diff = -1;
+    for (int k = 0; k < N_CHUNKS; k++) {
+        golden_result r;
+        double t0 = now_s();
+        if (golden_run(model, be, &g, CHUNKS[k], &r, &err))
+            fail_msg("%s chunk %d: %s", name, CHUNKS[k], err.msg);
+        fprintf(stderr, "# %s chunk %d: rel_err %.3e (max |diff| %.3e at %lld, max |logit| %.3f) greedy %lld/%lld, %.2f s\n",
+                name, CHUNKS[k], r.rel_err, r.max_abs_diff, (long long)r.worst_pos, r.max_abs_logit,
+                (long long)r.greedy_match, (long long)r.greedy_total, now_s() - t0);
+        assert_true(r.rel_err <= 1e-3);
+        assert_true(r.max_abs_logit > 1.0); /* the file holds real logits */
+        assert_int_equal(r.greedy_total, want_greedy);
+        assert_int_equal(r.greedy_match, r.greedy_total);
+        if (first_diff < 0)
+            first_diff = r.max_abs_diff;
+        else if (r.max_abs_diff != first_diff)
+            fail_msg("%s chunk %d: max |diff| %.9e differs from the whole-prompt run's %.9e: logits depend on "
+                     "chunking", name, CHUNKS[k], r.max_abs_diff, first_diff);
+    }
+    backend_cpu_destroy(be);
+    golden_free(&g);
+}
+
+/* window 32, CSA 4 with top-8, HCA 16, hash routing, the clamp at 1.0 */
+static void test_golden_tiny(void **state) { check_model("tiny", 24); }
+
+/* the real attention shapes: head 512, window 128, CSA 4 with top-64,
+ * HCA 128, YaRN compress rope */
+static void test_golden_rates(void **state) { check_model("rates", 16); }
+
+/* A golden file that does not fit the model is refused with a message. */
+static void test_golden_vocab_mismatch(void **state)
+{
+    char model[4096], gpath[4096];
+    snprintf(model, sizeof model, "%s/model", tu_golden("tiny"));
+    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", tu_golden("rates"));
+    v4_err err;
+    golden g;
+    if (golden_load(gpath, &g, &err))
+        fail_msg("golden_load: %s", err.msg);
+    v4_backend *be;
+    if (backend_cpu_create(2, DT_F8_E4M3, &be, &err))
+        fail_msg("backend_cpu_create: %s", err.msg);
+    golden_result r;
+    assert_int_equal(golden_run(model, be, &g, 0, &r, &err), -1);
+    assert_non_null(strstr(err.msg, "vocabulary"));
+    backend_cpu_destroy(be);
+    golden_free(&g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_tiny),
+        cmocka_unit_test(test_golden_rates),
+        cmocka_unit_test(test_golden_vocab_mismatch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
