@@ -24,7 +24,9 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB := $(BUILD)/libv4serve.a
 BIN := $(BUILD)/v4serve
 
-.PHONY: all deps test test-only run asan clean
+.PHONY: all deps test run asan clean
+# keep test objects between runs (they are intermediate files to make)
+.SECONDARY:
 all: $(BIN)
 
 # System packages come from scripts/install-deps.sh (idempotent); the stamp

@@ -80,7 +80,7 @@ float *cu_kv_scale(cu_backend *cb, const void *data)
 }
 
 /* Frees p now, or at destroy when a graph may still point at it. */
-static void retire(cu_backend *cb, void *p)
+extern "C" void cu_retire(cu_backend *cb, void *p)
 {
     if (!p)
         return;
@@ -188,7 +188,7 @@ static void *cu_alloc(v4_backend *be, size_t bytes, v4_err *err)
 static void cu_free(v4_backend *be, void *p)
 {
     if (p)
-        retire(cu_of(be), p);
+        cu_retire(cu_of(be), p);
 }
 
 static int cu_upload(v4_backend *be, void *dst, const void *src, size_t bytes, v4_err *err)
@@ -249,8 +249,8 @@ static void cu_free_mat(v4_backend *be, v4_mat *m)
 {
     if (!m->backend_owned)
         return;
-    retire(cu_of(be), (void *)m->data);
-    retire(cu_of(be), (void *)m->scale);
+    cu_retire(cu_of(be), (void *)m->data);
+    cu_retire(cu_of(be), (void *)m->scale);
     m->data = NULL;
     m->scale = NULL;
     m->backend_owned = false;
@@ -319,7 +319,7 @@ static int reserve_idx_scratch(cu_backend *cb, size_t per_block, v4_err *err)
     float *p = (float *)cu_alloc(&cb->base, per_block * (size_t)cb->idx_blocks * sizeof(float), err);
     if (!p)
         return v4_err_wrap(err, "indexer scratch");
-    retire(cb, cb->idx_scratch);
+    cu_retire(cb, cb->idx_scratch);
     cb->idx_scratch = p;
     cb->idx_floats_per_block = per_block;
     return 0;
@@ -400,7 +400,7 @@ static int cu_reserve_step(v4_backend *be, int max_tokens, int max_seqs, int max
         cudaEventSynchronize(cb->meta_copied);
         cudaFreeHost(cb->meta_host);
     }
-    retire(cb, cb->meta_dev);
+    cu_retire(cb, cb->meta_dev);
     cb->meta_dev = d;
     cb->meta_host = h;
     cb->cap_tok = tok;
@@ -633,7 +633,7 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
     cu_backend *cb = (cu_backend *)calloc(1, sizeof *cb);
     if (!cb)
         return v4_errf(err, "out of host memory");
-    const char *graphs = getenv("V4_CUDA_GRAPHS"), *dbg = getenv("V4_CUDA_DEBUG");
+    const char *graphs = getenv("V4_CUDA_GRAPHS"), *dbg = getenv("V4_CUDA_DEBUG"), *plain = getenv("V4_CUDA_PLAIN");
     cb->base.ops = ops_table(!(graphs && strcmp(graphs, "0") == 0));
     cb->base.fp8_dialect = fp8_dialect;
     cb->base.kv_elem_bytes = (int)kv_elem_size(kv_type);
@@ -642,6 +642,7 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
     cb->smem_optin = prop.sharedMemPerBlockOptin;
     cb->kv_type = kv_type;
     cb->debug = dbg && strcmp(dbg, "1") == 0;
+    cb->plain = plain && strcmp(plain, "1") == 0;
     cb->idx_blocks = 2 * cb->n_sm;
     if ((e = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaEventCreateWithFlags(&cb->meta_copied, cudaEventDisableTiming)) != cudaSuccess) {
@@ -670,6 +671,8 @@ extern "C" void backend_cuda_destroy(v4_backend *be)
         free(cb->etab[i].host);
     }
     cudaFree(cb->idx_scratch);
+    cudaFree(cb->hc_part);
+    cudaFree(cb->att_part);
     cudaFree(cb->meta_dev);
     if (cb->meta_host)
         cudaFreeHost(cb->meta_host);

@@ -54,6 +54,7 @@ typedef struct cu_backend {
     cudaStream_t stream;
     int kv_type;      /* KV_* */
     bool debug;       /* V4_CUDA_DEBUG=1 */
+    bool plain;       /* V4_CUDA_PLAIN=1: SIMT matrix kernels instead of the tensor-core ones */
     bool capturing;
     int failed;       /* sticky: first failure since the last sync */
     v4_err err;
@@ -76,6 +77,10 @@ typedef struct cu_backend {
     size_t n_etab;
     int moe_n_experts; /* from the last moe_route (moe_experts is not told E) */
     cudaEvent_t *marks; /* timer marks, created on first use (profile.cu) */
+    float *hc_part;        /* mHC mixing partials, grown outside capture (mhc.cu) */
+    size_t hc_part_floats;
+    float *att_part;       /* attention split-K partials, grown outside capture (attention.cu) */
+    size_t att_part_floats;
 } cu_backend;
 
 static inline cu_backend *cu_of(v4_backend *be) { return (cu_backend *)be; }
@@ -86,6 +91,8 @@ extern "C" {
 
 /* Records the first failure (reported by sync). */
 void cu_fail(cu_backend *cb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Frees a device buffer now, or at destroy when graphs may still use it. */
+void cu_retire(cu_backend *cb, void *p);
 /* Records a CUDA error; true when e is cudaSuccess. */
 bool cu_check(cu_backend *cb, cudaError_t e, const char *what);
 /* After every launch: the launch error, and in debug mode outside capture a

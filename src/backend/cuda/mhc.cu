@@ -1,51 +1,85 @@
 /* mHC hyper-connections on the GPU (MODEL.md 4.1, 4.7).
  *
- * hc_pre / hc_head: one block per token. The block reads the token's ns*D
- * state once per group of 8 mixing rows, accumulating the 8 dot products
- * (and the sum of squares on the first pass); one thread then forms pre,
- * post and the Sinkhorn-normalised comb exactly as the CPU reference; the
- * block finally writes x = sum_s pre[s] X[s].
+ * hc_pre / hc_head in two kernels. The mixing vector fn @ X_t is a small
+ * matrix product (24 rows of ns*D = 16384 columns for the real model): one
+ * block per token would stream fn with one SM and wait on memory latency,
+ * so hc_mix_kernel splits the columns into slices of HC_SLICE over a grid
+ * of (slices, token tiles); each block stages its slice of fn and of HC_TT
+ * tokens' states in shared memory, and each thread forms one (row, token)
+ * partial dot product (and the partial sum of squares). hc_finish_kernel,
+ * one block per token, adds the partials in slice order, then one thread
+ * forms pre, post and the Sinkhorn-normalised comb exactly as the CPU
+ * reference; the block finally writes x = sum_s pre[s] X[s].
  * hc_post: one thread per (token, channel) holding that channel of every
  * stream in registers, so X is updated in place. */
 #include "backend/cuda/cu_device.cuh"
 
 #define HC_MAXS V4_MAX_STREAMS
-#define HC_ROWS_PER_PASS 8
 #define HC_THREADS 256
 
 static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-/* mix[0..rows) = fn[j] . (X_t / rms(X_t)), into shared memory. */
-static __device__ void hc_mix(const float *__restrict__ Xt, const float *__restrict__ fn, int rows, int64_t W,
-                              float eps, float *mix, float *red)
+#define HC_SLICE 256 /* columns of fn per block of the mixing product */
+#define HC_TT 8       /* tokens per block of the mixing product */
+#define HC_MAXROWS ((2 + HC_MAXS) * HC_MAXS)
+
+/* part[t][slice][0..rows) = partial fn[r] . X_t over the slice's columns,
+ * part[t][slice][rows] = partial sum of X_t^2. grid (slices, token tiles). */
+__global__ __launch_bounds__(HC_THREADS) void hc_mix_kernel(float *__restrict__ part, const float *__restrict__ X,
+                                                            const float *__restrict__ fn, int rows, int64_t W, int n)
 {
-    float ss = 0.0f;
-    for (int j0 = 0; j0 < rows; j0 += HC_ROWS_PER_PASS) {
-        float acc[HC_ROWS_PER_PASS];
-#pragma unroll
-        for (int j = 0; j < HC_ROWS_PER_PASS; j++)
-            acc[j] = 0.0f;
-        for (int64_t i = threadIdx.x; i < W; i += HC_THREADS) {
-            const float f = Xt[i];
-            if (j0 == 0)
-                ss = fmaf(f, f, ss);
-#pragma unroll
-            for (int j = 0; j < HC_ROWS_PER_PASS; j++)
-                if (j0 + j < rows)
-                    acc[j] = fmaf(fn[(int64_t)(j0 + j) * W + i], f, acc[j]);
-        }
-#pragma unroll
-        for (int j = 0; j < HC_ROWS_PER_PASS; j++) {
-            const float s = block_sum(acc[j], red);
-            if (threadIdx.x == 0 && j0 + j < rows)
-                mix[j0 + j] = s;
-        }
+    extern __shared__ float sm[];
+    float *fs = sm;                                /* [rows][HC_SLICE + 1] */
+    float *xs = fs + (size_t)rows * (HC_SLICE + 1); /* [HC_TT][HC_SLICE + 1] */
+    const int64_t c0 = (int64_t)blockIdx.x * HC_SLICE;
+    const int t0 = blockIdx.y * HC_TT;
+    const int cols = W - c0 < HC_SLICE ? (int)(W - c0) : HC_SLICE;
+    for (int i = threadIdx.x; i < rows * HC_SLICE; i += HC_THREADS) {
+        const int r = i / HC_SLICE, c = i % HC_SLICE;
+        fs[r * (HC_SLICE + 1) + c] = c < cols ? fn[(int64_t)r * W + c0 + c] : 0.0f;
     }
-    ss = block_sum(ss, red);
-    const float inv = (float)(1.0 / sqrt((double)ss / W + eps));
+    for (int i = threadIdx.x; i < HC_TT * HC_SLICE; i += HC_THREADS) {
+        const int tt = i / HC_SLICE, c = i % HC_SLICE;
+        xs[tt * (HC_SLICE + 1) + c] = c < cols && t0 + tt < n ? X[(int64_t)(t0 + tt) * W + c0 + c] : 0.0f;
+    }
     __syncthreads();
-    for (int j = threadIdx.x; j < rows; j += HC_THREADS)
-        mix[j] *= inv;
+    const int n_slices = gridDim.x;
+    /* thread -> (row or the sum of squares, token); rows + 1 values per token */
+    for (int k = threadIdx.x; k < (rows + 1) * HC_TT; k += HC_THREADS) {
+        const int r = k % (rows + 1), tt = k / (rows + 1);
+        if (t0 + tt >= n)
+            continue;
+        const float *a = r < rows ? fs + r * (HC_SLICE + 1) : xs + tt * (HC_SLICE + 1);
+        const float *b = xs + tt * (HC_SLICE + 1);
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        for (int c = 0; c < HC_SLICE; c += 4) {
+            s0 = fmaf(a[c], b[c], s0);
+            s1 = fmaf(a[c + 1], b[c + 1], s1);
+            s2 = fmaf(a[c + 2], b[c + 2], s2);
+            s3 = fmaf(a[c + 3], b[c + 3], s3);
+        }
+        part[((int64_t)(t0 + tt) * n_slices + blockIdx.x) * (rows + 1) + r] = (s0 + s1) + (s2 + s3);
+    }
+}
+
+/* mix[0..rows) = fn[j] . (X_t / rms(X_t)) from the partials, into shared memory. */
+static __device__ void hc_mix_sum(const float *__restrict__ part, int n_slices, int rows, int64_t W, float eps,
+                                  float *mix)
+{
+    __shared__ double ss_sh;
+    for (int r = threadIdx.x; r <= rows; r += HC_THREADS) {
+        double v = 0;
+        for (int sl = 0; sl < n_slices; sl++)
+            v += part[(int64_t)sl * (rows + 1) + r];
+        if (r < rows)
+            mix[r] = (float)v;
+        else
+            ss_sh = v;
+    }
+    __syncthreads();
+    const float inv = (float)(1.0 / sqrt(ss_sh / W + eps));
+    for (int r = threadIdx.x; r < rows; r += HC_THREADS)
+        mix[r] *= inv;
     __syncthreads();
 }
 
@@ -94,14 +128,15 @@ static __device__ void hc_collapse(float *__restrict__ x, const float *__restric
 }
 
 __global__ __launch_bounds__(HC_THREADS) void hc_pre_kernel(float *x, float *post, float *comb, const float *X,
-                                                            const float *fn, const float *base, const float *scale,
-                                                            int ns, int64_t D, int iters, float eps, float hc_eps)
+                                                            const float *part, int n_slices, const float *base,
+                                                            const float *scale, int ns, int64_t D, int iters,
+                                                            float eps, float hc_eps)
 {
-    __shared__ float mix[(2 + HC_MAXS) * HC_MAXS], pre[HC_MAXS], red[32];
+    __shared__ float mix[HC_MAXROWS], pre[HC_MAXS];
     const int64_t t = blockIdx.x;
     const int rows = (2 + ns) * ns;
     const float *Xt = X + t * ns * D;
-    hc_mix(Xt, fn, rows, ns * D, eps, mix, red);
+    hc_mix_sum(part + t * n_slices * (rows + 1), n_slices, rows, ns * D, eps, mix);
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) {
             pre[s] = sigmoidf_(mix[s] * scale[0] + base[s]) + hc_eps;
@@ -118,14 +153,14 @@ __global__ __launch_bounds__(HC_THREADS) void hc_pre_kernel(float *x, float *pos
     hc_collapse(x + t * D, Xt, pre, ns, D);
 }
 
-__global__ __launch_bounds__(HC_THREADS) void hc_head_kernel(float *x, const float *X, const float *fn,
-                                                             const float *base, const float *scale, int ns,
-                                                             int64_t D, float eps, float hc_eps)
+__global__ __launch_bounds__(HC_THREADS) void hc_head_kernel(float *x, const float *X, const float *part,
+                                                             int n_slices, const float *base, const float *scale,
+                                                             int ns, int64_t D, float eps, float hc_eps)
 {
-    __shared__ float mix[HC_MAXS], pre[HC_MAXS], red[32];
+    __shared__ float mix[HC_MAXS], pre[HC_MAXS];
     const int64_t t = blockIdx.x;
     const float *Xt = X + t * ns * D;
-    hc_mix(Xt, fn, ns, ns * D, eps, mix, red);
+    hc_mix_sum(part + t * n_slices * (ns + 1), n_slices, ns, ns * D, eps, mix);
     if (threadIdx.x == 0)
         for (int s = 0; s < ns; s++)
             pre[s] = sigmoidf_(mix[s] * scale[0] + base[s]) + hc_eps;
@@ -175,13 +210,52 @@ static bool hc_shape_ok(cu_backend *cb, const v4_hc_shape *sh, const char *op)
     return true;
 }
 
+/* Launches the partial mixing product for n tokens into cb->hc_part
+ * (grown outside capture; a step's first run is always eager). Returns the
+ * number of slices, 0 on failure. */
+static int launch_mix(cu_backend *cb, const float *X, const float *fn, int rows, int64_t W, int n, const char *op)
+{
+    const int slices = (int)((W + HC_SLICE - 1) / HC_SLICE);
+    const size_t need = (size_t)n * slices * (rows + 1);
+    if (need > cb->hc_part_floats) {
+        if (cb->capturing) {
+            cu_fail(cb, "%s: mixing scratch of %zu floats needed during capture", op, need);
+            return 0;
+        }
+        float *p = NULL;
+        if (!cu_check(cb, cudaMalloc((void **)&p, need * sizeof(float)), "cudaMalloc (mHC scratch)"))
+            return 0;
+        if (cb->hc_part)
+            cu_retire(cb, cb->hc_part);
+        cb->hc_part = p;
+        cb->hc_part_floats = need;
+    }
+    const size_t smem = ((size_t)rows + HC_TT) * (HC_SLICE + 1) * sizeof(float);
+    if (smem > cb->smem_optin) {
+        cu_fail(cb, "%s: %d mixing rows need %zu bytes of shared memory", op, rows, smem);
+        return 0;
+    }
+    if (smem > 48 * 1024 &&
+        !cu_check(cb, cudaFuncSetAttribute(hc_mix_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                  "cudaFuncSetAttribute (mHC)"))
+        return 0;
+    const dim3 grid((unsigned)slices, (unsigned)((n + HC_TT - 1) / HC_TT));
+    hc_mix_kernel<<<grid, HC_THREADS, smem, cb->stream>>>(cb->hc_part, X, fn, rows, W, n);
+    cu_launched(cb, "hc_mix");
+    return slices;
+}
+
 extern "C" void cu_hc_pre(v4_backend *be, float *x, float *post, float *comb, const float *X, const float *fn,
                           const float *base, const float *scale, int n, const v4_hc_shape *sh)
 {
     cu_backend *cb = cu_of(be);
     if (!hc_shape_ok(cb, sh, "hc_pre") || n <= 0)
         return;
-    hc_pre_kernel<<<n, HC_THREADS, 0, cb->stream>>>(x, post, comb, X, fn, base, scale, sh->n_streams, sh->dim,
+    const int ns = sh->n_streams, rows = (2 + ns) * ns;
+    const int slices = launch_mix(cb, X, fn, rows, (int64_t)ns * sh->dim, n, "hc_pre");
+    if (!slices)
+        return;
+    hc_pre_kernel<<<n, HC_THREADS, 0, cb->stream>>>(x, post, comb, X, cb->hc_part, slices, base, scale, ns, sh->dim,
                                                     sh->iters, sh->eps, sh->hc_eps);
     cu_launched(cb, "hc_pre");
 }
@@ -192,7 +266,11 @@ extern "C" void cu_hc_head(v4_backend *be, float *x, const float *X, const float
     cu_backend *cb = cu_of(be);
     if (!hc_shape_ok(cb, sh, "hc_head") || n <= 0)
         return;
-    hc_head_kernel<<<n, HC_THREADS, 0, cb->stream>>>(x, X, fn, base, scale, sh->n_streams, sh->dim, sh->eps,
+    const int ns = sh->n_streams;
+    const int slices = launch_mix(cb, X, fn, ns, (int64_t)ns * sh->dim, n, "hc_head");
+    if (!slices)
+        return;
+    hc_head_kernel<<<n, HC_THREADS, 0, cb->stream>>>(x, X, cb->hc_part, slices, base, scale, ns, sh->dim, sh->eps,
                                                      sh->hc_eps);
     cu_launched(cb, "hc_head");
 }
