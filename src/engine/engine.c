@@ -485,8 +485,13 @@ int eng_step(eng_engine *e, v4_err *err)
         finish(e, r, r->cancelled ? ENG_FINISH_CANCELLED : ENG_FINISH_ABORTED, NULL);
     }
     int nb = schedule(e);
-    if (nb == 0)
+    if (nb == 0) {
+        /* cancellations may have freed blocks: keep the gauge current */
+        pthread_mutex_lock(&e->mu);
+        e->stats.kv_blocks_used = kv_blocks_total(e->kv) - kv_blocks_free(e->kv);
+        pthread_mutex_unlock(&e->mu);
         return 0;
+    }
     int64_t prompt_tokens = 0;
     for (int b = 0; b < nb; b++) {
         const eng_req *r = e->batch_req[b];

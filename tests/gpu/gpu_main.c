@@ -19,29 +19,35 @@ typedef struct gt_test {
     const char *name;
     void (*fn)(void);
     bool quick; /* part of the --quick subset */
+    bool plain; /* runs with V4_CUDA_PLAIN=1: checks the plain kernels to fp32 bounds */
 } gt_test;
 
 static const gt_test TESTS[] = {
-    {"linear_formats", test_linear_formats, true},
-    {"linear_fnuz", test_linear_fnuz, true},
-    {"fp8_dialect_refused", test_fp8_dialect_refused, true},
-    {"embed", test_embed, true},
-    {"rmsnorm", test_rmsnorm, true},
-    {"rope", test_rope, true},
-    {"mhc", test_mhc, true},
-    {"elementwise", test_elementwise, true},
-    {"moe_route", test_moe_route, true},
-    {"moe_experts_small", test_moe_experts_small, true},
-    {"sample", test_sample, true},
-    {"attn_state_quick", test_attn_state_quick, true},
-    {"graph_vs_eager", test_graph_vs_eager, true},
-    {"linear_real_dims", test_linear_real_dims, false},
-    {"moe_experts_real_dims", test_moe_experts_real_dims, false},
-    {"attn_state_f32", test_attn_state_f32, false},
-    {"attn_state_bf16", test_attn_state_bf16, false},
-    {"attn_state_fp8", test_attn_state_fp8, false},
-    {"attn_state_fnuz", test_attn_state_fnuz, false},
-    {"model_full_dims", test_model_full_dims, false},
+    {"linear_formats", test_linear_formats, true, true},
+    {"linear_fnuz", test_linear_fnuz, true, true},
+    {"fp8_dialect_refused", test_fp8_dialect_refused, true, false},
+    {"embed", test_embed, true, false},
+    {"rmsnorm", test_rmsnorm, true, false},
+    {"rope", test_rope, true, false},
+    {"mhc", test_mhc, true, false},
+    {"elementwise", test_elementwise, true, false},
+    {"moe_route", test_moe_route, true, false},
+    {"moe_experts_small", test_moe_experts_small, true, true},
+    {"sample", test_sample, true, false},
+    {"attn_state_quick", test_attn_state_quick, true, false},
+    {"graph_vs_eager", test_graph_vs_eager, true, false},
+    {"linear_real_dims", test_linear_real_dims, false, true},
+    {"moe_experts_real_dims", test_moe_experts_real_dims, false, true},
+    {"attn_state_f32", test_attn_state_f32, false, false},
+    {"attn_state_bf16", test_attn_state_bf16, false, false},
+    {"attn_state_fp8", test_attn_state_fp8, false, false},
+    {"attn_state_fnuz", test_attn_state_fnuz, false, false},
+    {"model_full_dims", test_model_full_dims, false, true},
+    {"tc_linear_formats", test_tc_linear_formats, true, false},
+    {"tc_moe_formats", test_tc_moe_formats, true, false},
+    {"tc_batch_invariance", test_tc_batch_invariance, true, false},
+    {"tc_linear_real_dims", test_tc_linear_real_dims, false, false},
+    {"tc_moe_real_dims", test_tc_moe_real_dims, false, false},
 };
 
 static bool selected(const char *name, const char *only)
@@ -87,9 +93,17 @@ int main(int argc, char **argv)
         }
         const int before = gt_failed();
         struct timespec t0, t1;
+        char *env_plain = getenv("V4_CUDA_PLAIN") ? strdup(getenv("V4_CUDA_PLAIN")) : NULL;
+        if (t->plain)
+            setenv("V4_CUDA_PLAIN", "1", 1);
         clock_gettime(CLOCK_MONOTONIC, &t0);
         t->fn();
         clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (env_plain)
+            setenv("V4_CUDA_PLAIN", env_plain, 1);
+        else
+            unsetenv("V4_CUDA_PLAIN");
+        free(env_plain);
         const double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
         n++;
         if (gt_failed() == before) {

@@ -22,5 +22,10 @@ void test_attn_state_fp8(void);
 void test_attn_state_fnuz(void);
 void test_graph_vs_eager(void);
 void test_model_full_dims(void);
+void test_tc_linear_formats(void);
+void test_tc_linear_real_dims(void);
+void test_tc_moe_formats(void);
+void test_tc_moe_real_dims(void);
+void test_tc_batch_invariance(void);
 
 #endif

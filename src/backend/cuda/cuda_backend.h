@@ -16,6 +16,9 @@
  *       to compare graph replay with eager execution.
  *   V4_CUDA_DEBUG=1   synchronise after every kernel launch outside capture,
  *       so an asynchronous fault is reported by the op that caused it.
+ *   V4_CUDA_PLAIN=1   linear layers and MoE experts on the plain SIMT kernels
+ *       (fp32 products, the reference) instead of the tensor-core kernels
+ *       (bf16 operands, fp32 accumulation: ~1e-3 relative), the default.
  *
  * Only these two functions are exported; the rest is internal. */
 #ifndef V4_BACKEND_CUDA_CUDA_BACKEND_H

@@ -1,8 +1,11 @@
 /* Matrix ops on the GPU: linear layers (plain and grouped) and the
  * embedding gather, over weights in their stored formats (F32/BF16/F16,
  * FP8 with UE8M0 128x128 block scales in either dialect, MXFP4 with UE8M0
- * per 32). Plain SIMT kernels: correct and coalesced, not tuned. */
+ * per 32). Linear layers run on the tensor cores (gemm_tc.cu) unless the
+ * backend was created with V4_CUDA_PLAIN=1; the plain SIMT kernels here
+ * (fp32 throughout, correct and coalesced, not tuned) are the reference. */
 #include "backend/cuda/cu_gemm.cuh"
+#include "backend/cuda/gemm_tc.cuh"
 
 /* Grid: x = groups * row blocks of 2*GEMM_WARPS rows (a block never spans
  * two groups, so its input rows are one slice of x), y = token tiles. */
@@ -51,6 +54,10 @@ extern "C" void cu_linear(v4_backend *be, float *y, const float *x, int n, const
     }
     if (n <= 0 || w->rows == 0)
         return;
+    if (!cb->plain) {
+        cu_linear_tc(cb, y, x, n, w, fmt, groups);
+        return;
+    }
     const int tt = cu_pick_tt(n);
     const int64_t per = w->rows / groups, rblocks = (per + 2 * GEMM_WARPS - 1) / (2 * GEMM_WARPS);
     const dim3 grid((unsigned)(groups * rblocks), (unsigned)((n + tt - 1) / tt));

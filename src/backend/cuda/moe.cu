@@ -13,13 +13,20 @@
  *            (expert, tile of TT pairs), its length in device memory;
  *   scatter  pair ids into their expert's segment (atomics: order within an
  *            expert is arbitrary, each pair's result does not depend on it);
- *   up       per work item and 8 columns of the intermediate size: w1 and w3
+ *   up       per work item and a slice of the intermediate size: w1 and w3
  *            rows dequantized in registers (MXFP4/FP8/...), clamped SwiGLU;
- *   down     per work item and 16 output rows: w2, one output row per pair;
+ *   down     per work item and a slice of the output rows: w2, one output
+ *            row per pair;
  *   combine  y[t] = sum_j w[t][j] * out[t*k + j] in choice order.
+ * up and down run on the tensor cores (gemm_tc.cuh: 64 intermediate columns
+ * of w1 and w3, or 128 rows of w2, against a tile of NT pairs; an expert's
+ * weights are read once per step when its pairs fit one tile) unless the
+ * backend was created with V4_CUDA_PLAIN=1, which selects the SIMT kernels
+ * (8 columns / 16 rows per block, fp32 products).
  * The GEMM grids are sized by the worst case for n*k pairs (fixed per step
  * shape, so graphs capture them); blocks past the work list's length exit. */
 #include "backend/cuda/cu_gemm.cuh"
+#include "backend/cuda/gemm_tc.cuh"
 
 /* ---- routing ---- */
 
@@ -272,6 +279,132 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, cons
     }
 }
 
+/* Tensor-core up: h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x) for the
+ * block's 64 columns j (slots 0..63 read w1, 64..127 w3: a thread holds g
+ * and u of the same (j, pair)); grid (work, I / 64). */
+template <int FMT, int NT>
+__global__ __launch_bounds__(TC_THREADS) void moe_up_tc_kernel(moe_plan p, const cu_wdesc *tab, int E, const float *x,
+                                                               int k, int64_t D, int64_t I, float limit, bool wal,
+                                                               bool xal)
+{
+    typedef tc_geom<FMT, NT> G;
+    extern __shared__ __align__(16) uint8_t smem[];
+    const float **xrows = (const float **)(smem + G::XROWS_OFF);
+    int e, cnt;
+    int64_t slot0;
+    if (!moe_tile<NT>(p, x, D, k, true, &e, &slot0, &cnt, xrows))
+        return; /* uniform: the whole block has no work item */
+    tc_rows rs;
+    rs.w[0] = tab[e];
+    rs.w[1] = tab[2 * E + e];
+    rs.base[0] = rs.base[1] = (int64_t)blockIdx.y * (TC_ROWS / 2);
+    rs.end[0] = rs.end[1] = I;
+    const tc_core<FMT, NT> core = {smem, rs, (int)D, tc_core<FMT, NT>::row_bytes(D), (int)(D / 32), wal, xal, xrows};
+    float acc[TC_MT][NT / 8][4];
+    core.template run<1>(acc);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < NT / 8; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int64_t j = rs.base[0] + 16 * warp + gr + 8 * (i >> 1);
+            const int t = nt * 8 + 2 * c + (i & 1);
+            if (j < I && t < cnt) {
+                const float gv = fminf(acc[0][nt][i], limit), uv = fminf(fmaxf(acc[1][nt][i], -limit), limit);
+                p.h[(slot0 + t) * I + j] = gv / (1.0f + expf(-gv)) * uv;
+            }
+        }
+}
+
+/* Tensor-core down: out[pair][o] = w2[e][o] . h[slot] for the block's 128
+ * rows o; grid (work, D / 128). */
+template <int FMT, int NT>
+__global__ __launch_bounds__(TC_THREADS) void moe_down_tc_kernel(moe_plan p, const cu_wdesc *tab, int E, int64_t D,
+                                                                 int64_t I, bool wal, bool xal)
+{
+    typedef tc_geom<FMT, NT> G;
+    extern __shared__ __align__(16) uint8_t smem[];
+    const float **xrows = (const float **)(smem + G::XROWS_OFF);
+    int e, cnt;
+    int64_t slot0;
+    if (!moe_tile<NT>(p, p.h, I, 1, false, &e, &slot0, &cnt, xrows))
+        return;
+    tc_rows rs;
+    rs.w[0] = rs.w[1] = tab[E + e];
+    rs.base[0] = (int64_t)blockIdx.y * TC_ROWS;
+    rs.base[1] = rs.base[0] + TC_ROWS / 2;
+    rs.end[0] = rs.end[1] = D;
+    const tc_core<FMT, NT> core = {smem, rs, (int)I, tc_core<FMT, NT>::row_bytes(I), (int)(I / 32), wal, xal, xrows};
+    float acc[TC_MT][NT / 8][4];
+    core.template run<1>(acc);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < NT / 8; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int t = nt * 8 + 2 * c + (i & 1);
+            if (t >= cnt)
+                continue;
+            const int64_t pair = p.perm[slot0 + t];
+#pragma unroll
+            for (int tl = 0; tl < TC_MT; tl++) {
+                const int64_t o = rs.base[tl] + 16 * warp + gr + 8 * (i >> 1);
+                if (o < D)
+                    p.out[pair * D + o] = acc[tl][nt][i];
+            }
+        }
+}
+
+/* Shared memory above 48 KB, once per kernel (the first call runs eagerly,
+ * before any graph capture). */
+template <typename K> static bool tc_smem_attr(cu_backend *cb, K kernel, int bytes, bool *done)
+{
+    if (*done)
+        return true;
+    if (!cu_check(cb, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+                  "moe tensor-core kernel shared memory"))
+        return false;
+    *done = true;
+    return true;
+}
+
+template <int FMT, int NT>
+static void launch_up_tc(cu_backend *cb, dim3 grid, const moe_plan &p, const cu_wdesc *tab, int E, const float *x,
+                         int k, int64_t D, int64_t I, float limit, bool wal, bool xal)
+{
+    static bool done;
+    if (!tc_smem_attr(cb, moe_up_tc_kernel<FMT, NT>, tc_geom<FMT, NT>::SMEM, &done))
+        return;
+    moe_up_tc_kernel<FMT, NT><<<grid, TC_THREADS, tc_geom<FMT, NT>::SMEM, cb->stream>>>(p, tab, E, x, k, D, I, limit,
+                                                                                     wal, xal);
+}
+
+template <int FMT, int NT>
+static void launch_down_tc(cu_backend *cb, dim3 grid, const moe_plan &p, const cu_wdesc *tab, int E, int64_t D,
+                           int64_t I, bool wal, bool xal)
+{
+    static bool done;
+    if (!tc_smem_attr(cb, moe_down_tc_kernel<FMT, NT>, tc_geom<FMT, NT>::SMEM, &done))
+        return;
+    moe_down_tc_kernel<FMT, NT><<<grid, TC_THREADS, tc_geom<FMT, NT>::SMEM, cb->stream>>>(p, tab, E, D, I, wal, xal);
+}
+
+/* Whether every matrix of the table can be copied with cp.async: 16-byte
+ * aligned rows (4-byte aligned MXFP4 scale rows). */
+static bool table_aligned(const cu_expert_table *t, int E)
+{
+    for (int j = 0; j < 3 * E; j++) {
+        const cu_wdesc *d = &t->host[j];
+        const int fmt = j / E == 1 ? t->fmt2 : t->fmt13;
+        const int64_t half_bytes = fmt == CW_MXFP4 ? 1 : fmt == CW_F32 ? 8 : fmt == CW_FP8 || fmt == CW_FP8FNUZ ? 2 : 4;
+        if ((uintptr_t)d->data % 16 != 0 || d->cols * half_bytes / 2 % 16 != 0)
+            return false;
+        if (fmt == CW_MXFP4 && ((uintptr_t)d->scale % 4 != 0 || (d->cols / 32) % 4 != 0))
+            return false;
+    }
+    return true;
+}
+
 /* y[t][i] = sum_j w[t][j] * out[t*k+j][i] over valid choices, in order. */
 __global__ void moe_combine_kernel(float *y, const float *out, const int32_t *ids, const float *w, int n, int k,
                                    int E, int64_t D)
@@ -310,7 +443,10 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
         cu_fail(cb, "moe_experts: w1/w2/w3 shapes disagree ('%s')", w1[0].name ? w1[0].name : "?");
         return;
     }
-    const int tt = n == 1 ? 1 : pairs <= 4 * (int64_t)E ? 4 : 16;
+    const bool tc = !cb->plain;
+    /* pairs per tile: fast path 8/16/32 from the mean pairs per expert; plain 1/4/16 */
+    const int tt = tc ? (pairs <= 2 * (int64_t)E ? 8 : pairs <= 12 * (int64_t)E ? 16 : 32)
+                      : n == 1 ? 1 : pairs <= 4 * (int64_t)E ? 4 : 16;
     moe_plan p;
     const int64_t need = moe_layout(scratch, pairs, E, tt, D, I, &p);
     if (need > moe_scratch_floats(n, k, D, I, E)) {
@@ -328,15 +464,30 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
     cu_launched(cb, "moe_plan");
     moe_scatter_kernel<<<pg, 256, 0, cb->stream>>>(ids, pairs, E, p.offsets, p.cursor, p.perm);
     cu_launched(cb, "moe_scatter");
-    const dim3 gup((unsigned)p.max_work, (unsigned)((I + GEMM_WARPS - 1) / GEMM_WARPS));
-    const dim3 gdown((unsigned)p.max_work, (unsigned)((D + 2 * GEMM_WARPS - 1) / (2 * GEMM_WARPS)));
-    const bool vec_up = D % 4 == 0, vec_down = I % 4 == 0;
-    CU_FMT_DISPATCH(tab->fmt13, CU_TT_DISPATCH(tt, (moe_up_kernel<FMT, TT><<<gup, GEMM_THREADS, 0, cb->stream>>>(
-                                                      p, tab->dev, E, x, k, D, I, limit, vec_up))));
-    cu_launched(cb, "moe_up");
-    CU_FMT_DISPATCH(tab->fmt2, CU_TT_DISPATCH(tt, (moe_down_kernel<FMT, TT><<<gdown, GEMM_THREADS, 0, cb->stream>>>(
-                                                     p, tab->dev, E, D, I, vec_down))));
-    cu_launched(cb, "moe_down");
+    if (tc) {
+        const bool wal = table_aligned(tab, E);
+        const bool xal_up = (uintptr_t)x % 16 == 0 && D % 4 == 0, xal_down = (uintptr_t)p.h % 16 == 0 && I % 4 == 0;
+        const dim3 gup((unsigned)p.max_work, (unsigned)((I + TC_ROWS / 2 - 1) / (TC_ROWS / 2)));
+        const dim3 gdown((unsigned)p.max_work, (unsigned)((D + TC_ROWS - 1) / TC_ROWS));
+        CU_FMT_DISPATCH(tab->fmt13, TC_NT_DISPATCH(tt, (launch_up_tc<FMT, NT>(cb, gup, p, tab->dev, E, x, k, D, I,
+                                                                              limit, wal, xal_up))));
+        cu_launched(cb, "moe_up_tc");
+        CU_FMT_DISPATCH(tab->fmt2, TC_NT_DISPATCH(tt, (launch_down_tc<FMT, NT>(cb, gdown, p, tab->dev, E, D, I, wal,
+                                                                               xal_down))));
+        cu_launched(cb, "moe_down_tc");
+    } else {
+        const dim3 gup((unsigned)p.max_work, (unsigned)((I + GEMM_WARPS - 1) / GEMM_WARPS));
+        const dim3 gdown((unsigned)p.max_work, (unsigned)((D + 2 * GEMM_WARPS - 1) / (2 * GEMM_WARPS)));
+        const bool vec_up = D % 4 == 0, vec_down = I % 4 == 0;
+        CU_FMT_DISPATCH(tab->fmt13,
+                        CU_TT_DISPATCH(tt, (moe_up_kernel<FMT, TT><<<gup, GEMM_THREADS, 0, cb->stream>>>(
+                                               p, tab->dev, E, x, k, D, I, limit, vec_up))));
+        cu_launched(cb, "moe_up");
+        CU_FMT_DISPATCH(tab->fmt2,
+                        CU_TT_DISPATCH(tt, (moe_down_kernel<FMT, TT><<<gdown, GEMM_THREADS, 0, cb->stream>>>(
+                                               p, tab->dev, E, D, I, vec_down))));
+        cu_launched(cb, "moe_down");
+    }
     moe_combine_kernel<<<cu_grid(n * D, 256), 256, 0, cb->stream>>>(y, p.out, ids, w, n, k, E, D);
     cu_launched(cb, "moe_combine");
 }

@@ -1,0 +1,656 @@
+/* The tensor-core matrix core shared by linear layers and the MoE expert
+ * GEMMs: y^T = W x^T with mma.sync m16n8k16 (bf16 operands, fp32
+ * accumulation), weights dequantized to bf16 on the fly from their stored
+ * format (F32, BF16, F16, FP8 in either dialect with UE8M0 128x128 block
+ * scales, MXFP4 with UE8M0 per 32).
+ *
+ * A block of TC_THREADS (4 warps) owns TC_ROWS = 128 weight rows ("slots":
+ * slots 0..63 and 64..127 may come from two matrices, w1/w3 of an expert)
+ * and NT tokens. Each warp computes two m16 tiles (slots 16w.. and
+ * 64+16w..) against all NT tokens (NT/8 n8 tiles). Weights stream through a
+ * cp.async pipeline of STAGES shared-memory stages of 64*UPT bytes per row;
+ * each thread reads, per row, the 16-byte units c and c+4 (+8, +12) of a
+ * stage (c = lane % 4), dequantizes them in registers straight into A
+ * fragments, and multiplies by the block scale in bf16 (exact: a power of
+ * two). The K order inside a stage is permuted per format so that each
+ * thread's A registers come from its own bytes with a few integer ops; the
+ * activations are staged (fp32 -> bf16, from registers loaded one stage
+ * ahead) into shared memory in the same permuted order, so that each B
+ * fragment is one conflict-free 8-byte load.
+ *
+ * Dequantization (per 32-bit word of packed codes):
+ *   MXFP4: nibble pairs (i, i+4) -> bf16x2 as code * 2^-126 by
+ *          ((v & 0x000F000F) * 0x1040) & 0x81C081C0 (magnitude to bits 6-8,
+ *          sign to bit 15; code 0.5 is a bf16 subnormal), then times
+ *          2^(s-1) (s the UE8M0 byte);
+ *   FP8:   byte pairs (0,2) and (1,3) -> bf16x2 as value * 2^-120 (OCP) by
+ *          placing magnitude at bits 4-10 and the sign at 15, then times
+ *          2^(s-7) (2^(s-8) for e4m3fnuz, whose 0x80 NaN is restored);
+ *   BF16 as stored; F16 and F32 rounded to bf16.
+ * Scales outside the one-multiply range (MXFP4 s > 128, a block scale above
+ * 2; FP8 s > 134, 135 in fnuz, a block scale above 2^7) take a second
+ * multiply on a warp-uniform slow path, so every finite weight is exact in
+ * bf16.
+ *
+ * Batch invariance: an output element is a fixed sequence of MMAs over its
+ * own weight row and token column (stage by stage, k-step by k-step), the
+ * same for any NT and any other rows or tokens in the tile. Linear layers
+ * split K into KQ = 4 contiguous quarters of stages summed as
+ * ((p0 + p1) + p2) + p3, a fixed order that the split variant (32-row
+ * blocks, one quarter per warp, for grids that would leave SMs idle)
+ * reproduces bit for bit. The MoE kernels use one run over K (KQ = 1). */
+#ifndef V4_BACKEND_CUDA_GEMM_TC_CUH
+#define V4_BACKEND_CUDA_GEMM_TC_CUH
+
+#include "backend/cuda/cu_device.cuh"
+
+#define TC_THREADS 128
+#define TC_ROWS 128
+#define TC_MT 2
+
+/* Per format: UPT 16-byte units per thread per row per stage, EPU elements
+ * per unit, STAGES pipeline depth. */
+template <int FMT> struct tc_fmt_traits { enum { UPT = 4, EPU = 8, STAGES = 2 }; }; /* BF16, F16 */
+template <> struct tc_fmt_traits<CW_F32> { enum { UPT = 4, EPU = 4, STAGES = 2 }; };
+template <> struct tc_fmt_traits<CW_FP8> { enum { UPT = 2, EPU = 16, STAGES = 4 }; };
+template <> struct tc_fmt_traits<CW_FP8FNUZ> { enum { UPT = 2, EPU = 16, STAGES = 4 }; };
+template <> struct tc_fmt_traits<CW_MXFP4> { enum { UPT = 2, EPU = 32, STAGES = 4 }; };
+
+/* NSUB: K sub-stages per block stage (4 in the split variant, one per warp). */
+template <int FMT, int NT, int NSUB = 1> struct tc_geom {
+    enum {
+        UPT = tc_fmt_traits<FMT>::UPT,
+        EPU = tc_fmt_traits<FMT>::EPU,
+        STAGES = tc_fmt_traits<FMT>::STAGES,
+        RB = 64 * UPT,          /* bytes of one row in one stage */
+        UR = RB / 16,           /* units per row per stage */
+        S = 4 * UPT * EPU,      /* columns per stage */
+        SPU = EPU / 4,          /* k16 steps per unit */
+        KS = UPT * SPU,         /* k16 steps per stage */
+        XS_ROW = NT * 32 + 16,  /* bytes of one k-step of staged x (padded against store conflicts) */
+        W_BYTES = STAGES * TC_ROWS * RB,
+        SC_BYTES = FMT == CW_MXFP4 ? STAGES * TC_ROWS * 8 : 0,
+        XB_BYTES = KS * XS_ROW,  /* staged x of one sub-stage */
+        XOPS = (NSUB * NT * S / 8 + TC_THREADS - 1) / TC_THREADS, /* 8-column x pieces per thread per stage */
+        XROWS_OFF = W_BYTES + SC_BYTES + 2 * NSUB * XB_BYTES,
+        SMEM = XROWS_OFF + NT * 8,
+    };
+};
+
+/* The 128 weight rows of a block: slot r reads row base[r/64] + r%64 of
+ * matrix w[r/64]; rows at or past end[r/64] read as zeros. */
+typedef struct tc_rows {
+    cu_wdesc w[2];
+    int64_t base[2], end[2];
+} tc_rows;
+
+/* ---- PTX wrappers ---- */
+
+static __device__ __forceinline__ void tc_cp16(void *dst, const void *src, int bytes)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
+
+static __device__ __forceinline__ void tc_cp4(void *dst, const void *src, int bytes)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
+
+static __device__ __forceinline__ void tc_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N> static __device__ __forceinline__ void tc_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/* d += a * b for one m16n8k16 tile (bf16 in, fp32 accumulate). */
+static __device__ __forceinline__ void tc_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* bf16x2 product, round to nearest (exact here: one factor is a power of two). */
+static __device__ __forceinline__ uint32_t tc_bmul(uint32_t a, uint32_t b)
+{
+    uint32_t d;
+    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+
+/* Two floats as bf16x2 (lo in the low half), round to nearest even. */
+static __device__ __forceinline__ uint32_t tc_pack(float lo, float hi)
+{
+    uint32_t d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+/* ---- dequantization of one k16 step (KSU-th of its unit) ---- */
+
+template <int I> static __device__ __forceinline__ uint32_t tc_u4(const uint4 &v)
+{
+    return I == 0 ? v.x : I == 1 ? v.y : I == 2 ? v.z : v.w;
+}
+
+
+/* e4m3fnuz 0x80 is NaN: halves that decoded to -0 become NaN. */
+static __device__ __forceinline__ uint32_t tc_fnuz_nan(uint32_t x)
+{
+    const uint32_t y = x ^ 0x80008000u;                               /* zero halves where x was -0 */
+    const uint32_t nz = ((y & 0x7FFF7FFFu) + 0x7FFF7FFFu) | y;        /* msb of a half: half nonzero */
+    return x | (((~nz & 0x80008000u) >> 15) * 0x7FC0u);
+}
+
+/* lo = bf16x2 for slots 0,1 of the thread's fragment, hi for slots 2,3
+ * (unscaled: MXFP4 code * 2^-126, FP8 value * 2^-120). */
+template <int FMT, int KSU>
+static __device__ __forceinline__ void tc_deq(const uint4 &r, uint32_t &lo, uint32_t &hi)
+{
+    if (FMT == CW_MXFP4) {
+        uint32_t v = tc_u4<KSU / 2>(r);
+        if (KSU & 1)
+            v >>= 8;
+        lo = ((v & 0x000F000Fu) * 0x1040u) & 0x81C081C0u;
+        hi = ((v & 0x00F000F0u) * 0x104u) & 0x81C081C0u;
+    } else if (FMT == CW_FP8 || FMT == CW_FP8FNUZ) {
+        const uint32_t v = tc_u4<KSU>(r);
+        lo = ((v << 4) & 0x07F007F0u) | ((v << 8) & 0x80008000u);
+        hi = ((v >> 4) & 0x07F007F0u) | (v & 0x80008000u);
+        if (FMT == CW_FP8FNUZ) {
+            lo = tc_fnuz_nan(lo);
+            hi = tc_fnuz_nan(hi);
+        }
+    } else if (FMT == CW_BF16) {
+        lo = tc_u4<2 * KSU>(r);
+        hi = tc_u4<2 * KSU + 1>(r);
+    } else if (FMT == CW_F16) {
+        const uint32_t a = tc_u4<2 * KSU>(r), b = tc_u4<2 * KSU + 1>(r);
+        lo = tc_pack(f16_to_f32((uint16_t)a), f16_to_f32((uint16_t)(a >> 16)));
+        hi = tc_pack(f16_to_f32((uint16_t)b), f16_to_f32((uint16_t)(b >> 16)));
+    } else { /* F32 */
+        lo = tc_pack(__uint_as_float(r.x), __uint_as_float(r.y));
+        hi = tc_pack(__uint_as_float(r.z), __uint_as_float(r.w));
+    }
+}
+
+/* tc_deq with a k-step that is a constant after unrolling. */
+template <int FMT>
+static __device__ __forceinline__ void tc_deq_at(int ks, const uint4 &r, uint32_t &lo, uint32_t &hi)
+{
+    constexpr int SPU = tc_fmt_traits<FMT>::EPU / 4;
+    switch (ks) {
+    case 0: tc_deq<FMT, 0>(r, lo, hi); break;
+    case 1: tc_deq<FMT, 1 % SPU>(r, lo, hi); break;
+    case 2: tc_deq<FMT, 2 % SPU>(r, lo, hi); break;
+    case 3: tc_deq<FMT, 3 % SPU>(r, lo, hi); break;
+    case 4: tc_deq<FMT, 4 % SPU>(r, lo, hi); break;
+    case 5: tc_deq<FMT, 5 % SPU>(r, lo, hi); break;
+    case 6: tc_deq<FMT, 6 % SPU>(r, lo, hi); break;
+    default: tc_deq<FMT, 7 % SPU>(r, lo, hi); break;
+    }
+}
+
+/* Scale multipliers of scale byte s: m1 (and m2 on the slow path, where
+ * m1 * m2 is applied in two exact steps). `big` when s needs the slow path. */
+template <int FMT> static __device__ __forceinline__ bool tc_scale_big(uint32_t s)
+{
+    return FMT == CW_MXFP4 ? s > 128u : FMT == CW_FP8 ? s > 134u : s > 135u;
+}
+
+template <int FMT, bool BIG>
+static __device__ __forceinline__ void tc_scale_mul(uint32_t s, uint32_t &m1, uint32_t &m2)
+{
+    /* fast: 2^(s-1) (MXFP4), 2^(s-7) (OCP), 2^(s-8) (fnuz), one bf16 each */
+    const uint32_t off = FMT == CW_MXFP4 ? 0x3F003F00u : FMT == CW_FP8 ? 0x3C003C00u : 0x3B803B80u;
+    m1 = s * 0x00800080u + off;
+    m2 = 0x3F803F80u; /* 1.0 */
+    if (BIG && tc_scale_big<FMT>(s)) {
+        m1 = FMT == CW_MXFP4 ? 0x7E807E80u : FMT == CW_FP8 ? 0x7B807B80u : 0x7B007B00u; /* 2^126, 2^120, 2^119 */
+        m2 = s == 255u ? 0x7FC07FC0u : s * 0x00800080u;                                  /* 2^(s-127) or NaN */
+    }
+}
+
+/* ---- the block's pipeline ---- */
+
+/* SPLIT false: TC_ROWS rows; warp w computes tiles at slots 16w and 64+16w
+ * (rows base[0] + 16w.., base[1] + 16w..) over all of K.
+ * SPLIT true (linear layers only: w[0] == w[1]): 32 rows (tiles at base[0]
+ * and base[1] = base[0] + 16); warp q computes K quarter q (stages
+ * q*per_q .. (q+1)*per_q - 1), a block stage holding one sub-stage per
+ * warp (slots 32q + 16t + i), and the quarters are summed in order at the
+ * end: the same sums in the same order as SPLIT false with KQ = 4. */
+template <int FMT, int NT, bool SPLIT = false> struct tc_core {
+    static constexpr int NSUB = SPLIT ? 4 : 1;
+    typedef tc_geom<FMT, NT, NSUB> G;
+    static constexpr bool SCALED = FMT == CW_MXFP4 || FMT == CW_FP8 || FMT == CW_FP8FNUZ;
+    uint8_t *smem;
+    tc_rows rs;
+    int C, rowbytes, srowbytes; /* columns, bytes of a row, bytes of an MXFP4 scale row */
+    bool wal, xal;
+    const float *const *xrows;
+
+    static __device__ __forceinline__ int row_bytes(int64_t C)
+    {
+        return (int)(FMT == CW_MXFP4 ? C / 2 : FMT == CW_F32 ? C * 4 : (FMT == CW_BF16 || FMT == CW_F16) ? C * 2 : C);
+    }
+
+    __device__ __forceinline__ uint8_t *wbuf(int b) const { return smem + b * (TC_ROWS * G::RB); }
+    __device__ __forceinline__ uint8_t *sbuf(int b) const { return smem + G::W_BYTES + b * (TC_ROWS * 8); }
+    __device__ __forceinline__ uint8_t *xbuf(int b) const
+    {
+        return smem + G::W_BYTES + G::SC_BYTES + b * (NSUB * G::XB_BYTES);
+    }
+    /* Stage of K read by sub-stage q of block stage i. */
+    static __device__ __forceinline__ int stage_of(int i, int q, int per_q) { return SPLIT ? q * per_q + i : i; }
+
+    /* Issues the copies of block stage i into buffer b (cp.async when the
+     * rows are 16-byte aligned; element loads otherwise). Zero-fills rows
+     * past their end and bytes past the row (a 0-byte cp.async reads
+     * nothing; its source is still an address inside the matrix). Thread
+     * pairs cover 32-byte sectors: thread i copies the even or odd units of
+     * slots i/2 and 64 + i/2. */
+    __device__ __forceinline__ void load_stage(int i, int b, int per_q) const
+    {
+        uint8_t *wd = wbuf(b), *sd = sbuf(b);
+        const int r0 = threadIdx.x >> 1, odd = threadIdx.x & 1;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = 64 * h + r0, swz = (r & 1) << 2;
+            int64_t row;
+            bool valid;
+            int st;
+            if (SPLIT) {
+                const int t = (r >> 4) & 1;
+                row = (t ? rs.base[1] : rs.base[0]) + (r & 15);
+                valid = row < rs.end[0];
+                st = stage_of(i, r >> 5, per_q);
+            } else {
+                row = (h ? rs.base[1] : rs.base[0]) + r0;
+                valid = row < (h ? rs.end[1] : rs.end[0]);
+                st = i;
+            }
+            const uint8_t *r_start = (h && !SPLIT ? rs.w[1].data : rs.w[0].data) + (valid ? row : 0) * rowbytes;
+            const uint8_t *rp = r_start + st * G::RB;
+            const int lim = valid ? rowbytes - st * G::RB : 0; /* bytes of the row from the stage start */
+            uint8_t *dst0 = wd + r * G::RB;
+#pragma unroll
+            for (int u = 0; u < G::UR / 2; u++) {
+                const int off = 16 * (2 * u + odd);
+                uint8_t *dst = dst0 + 16 * ((2 * u + odd) ^ swz);
+                if (wal) {
+                    tc_cp16(dst, off < lim ? rp + off : r_start, off < lim ? 16 : 0);
+                } else {
+                    uint32_t v[4] = {0, 0, 0, 0};
+                    for (int e = 0; e < 16; e++)
+                        if (off + e < lim)
+                            v[e >> 2] |= (uint32_t)__ldg(rp + off + e) << (8 * (e & 3));
+                    *(uint4 *)dst = make_uint4(v[0], v[1], v[2], v[3]);
+                }
+            }
+            if (FMT == CW_MXFP4) { /* the row's 8 scale bytes of the stage, 4 per thread */
+                const uint8_t *s_start =
+                    (h && !SPLIT ? rs.w[1].scale : rs.w[0].scale) + (valid ? row : 0) * srowbytes;
+                const uint8_t *sp = s_start + st * 8 + 4 * odd;
+                const int slim = valid ? srowbytes - st * 8 - 4 * odd : 0;
+                uint8_t *dst = sd + r * 8 + 4 * odd;
+                if (wal) {
+                    tc_cp4(dst, slim >= 4 ? sp : s_start, slim >= 4 ? 4 : 0);
+                } else {
+                    uint32_t v = 0;
+                    for (int e = 0; e < 4; e++)
+                        if (e < slim)
+                            v |= (uint32_t)__ldg(sp + e) << (8 * e);
+                    *(uint32_t *)dst = v;
+                }
+            }
+        }
+    }
+
+    /* Loads this thread's pieces of the x columns of block stage i. */
+    __device__ __forceinline__ void x_load(int i, int per_q, float (&xv)[G::XOPS][8]) const
+    {
+        constexpr int OPS = NT * G::S / 8; /* per sub-stage */
+#pragma unroll
+        for (int j = 0; j < G::XOPS; j++) {
+            const int o = threadIdx.x + j * TC_THREADS, q = o / OPS, rest = o % OPS;
+            const int n = rest / (G::S / 8), p = (rest % (G::S / 8)) * 8;
+            const float *xr = o < NSUB * OPS ? xrows[n] : NULL;
+            const int col = stage_of(i, q, per_q) * G::S + p;
+            if (xr && xal && col + 8 <= C) {
+                const float4 a = __ldg((const float4 *)(xr + col)), b = __ldg((const float4 *)(xr + col + 4));
+                xv[j][0] = a.x, xv[j][1] = a.y, xv[j][2] = a.z, xv[j][3] = a.w;
+                xv[j][4] = b.x, xv[j][5] = b.y, xv[j][6] = b.z, xv[j][7] = b.w;
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    xv[j][e] = xr && col + e < C ? __ldg(xr + col + e) : 0.0f;
+            }
+        }
+    }
+
+    /* Stores the pieces as bf16 into x buffer b in the stage's permuted order:
+     * entry (k-step ks, token n, thread column c) holds the 4 values that
+     * thread c's B fragment for ks needs. */
+    __device__ __forceinline__ void x_store(int b, const float (&xv)[G::XOPS][8]) const
+    {
+        constexpr int OPS = NT * G::S / 8;
+#pragma unroll
+        for (int j = 0; j < G::XOPS; j++) {
+            const int o = threadIdx.x + j * TC_THREADS;
+            if (G::XOPS * TC_THREADS > NSUB * OPS && o >= NSUB * OPS)
+                continue;
+            const int q = o / OPS, rest = o % OPS;
+            const int n = rest / (G::S / 8), p = (rest % (G::S / 8)) * 8;
+            uint8_t *xb = xbuf(b) + q * G::XB_BYTES;
+            const float *v = xv[j];
+            int ks0, ks1, c0, c1;
+            uint32_t a0, a1, b0, b1;
+            if (FMT == CW_MXFP4) {
+                const int U = p >> 5;
+                c0 = c1 = U & 3;
+                ks0 = (U >> 2) * 8 + 2 * ((p >> 3) & 3), ks1 = ks0 + 1;
+                a0 = tc_pack(v[0], v[4]), a1 = tc_pack(v[1], v[5]);
+                b0 = tc_pack(v[2], v[6]), b1 = tc_pack(v[3], v[7]);
+            } else if (FMT == CW_FP8 || FMT == CW_FP8FNUZ) {
+                const int U = p >> 4;
+                c0 = c1 = U & 3;
+                ks0 = (U >> 2) * 4 + ((p >> 2) & 3), ks1 = ks0 + 1;
+                a0 = tc_pack(v[0], v[2]), a1 = tc_pack(v[1], v[3]);
+                b0 = tc_pack(v[4], v[6]), b1 = tc_pack(v[5], v[7]);
+            } else if (FMT == CW_F32) {
+                const int U = p >> 2;
+                c0 = U & 3, c1 = c0 + 1;
+                ks0 = ks1 = U >> 2;
+                a0 = tc_pack(v[0], v[1]), a1 = tc_pack(v[2], v[3]);
+                b0 = tc_pack(v[4], v[5]), b1 = tc_pack(v[6], v[7]);
+            } else { /* BF16, F16 */
+                const int U = p >> 3;
+                c0 = c1 = U & 3;
+                ks0 = (U >> 2) * 2, ks1 = ks0 + 1;
+                a0 = tc_pack(v[0], v[1]), a1 = tc_pack(v[2], v[3]);
+                b0 = tc_pack(v[4], v[5]), b1 = tc_pack(v[6], v[7]);
+            }
+            *(uint2 *)(xb + ks0 * G::XS_ROW + n * 32 + c0 * 8) = make_uint2(a0, a1);
+            *(uint2 *)(xb + ks1 * G::XS_ROW + n * 32 + c1 * 8) = make_uint2(b0, b1);
+        }
+    }
+
+    /* FP8: this thread's four block-scale bytes for stage st (rows g, g+8 of
+     * both tiles; 0 past the rows or the stages). */
+    __device__ __forceinline__ void fp8_scales(int st, int nst, uint32_t (&s)[TC_MT][2]) const
+    {
+        const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+        const int scols = (C + 127) / 128;
+#pragma unroll
+        for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+            for (int hr = 0; hr < 2; hr++) {
+                const int64_t row = (t ? rs.base[1] : rs.base[0]) + (SPLIT ? 0 : 16 * warp) + g + 8 * hr;
+                const uint8_t *scale = t && !SPLIT ? rs.w[1].scale : rs.w[0].scale;
+                s[t][hr] = row < (t ? rs.end[1] : rs.end[0]) && st < nst ? __ldg(scale + (row >> 7) * scols + st) : 0u;
+            }
+    }
+
+    /* Slot of row g of tile t for this warp. */
+    static __device__ __forceinline__ int slot0(int t)
+    {
+        const int warp = threadIdx.x >> 5;
+        return SPLIT ? 32 * warp + 16 * t : 64 * t + 16 * warp;
+    }
+
+    /* One stage of this warp: acc[t][nt] += W_tile(t) . x_tile(nt) over its
+     * KS k-steps, from weight buffer b and x sub-buffer xb. */
+    template <bool BIG>
+    __device__ __forceinline__ void compute(int b, const uint8_t *xb, const uint32_t (&fs)[TC_MT][2],
+                                            float (&acc)[TC_MT][NT / 8][4]) const
+    {
+        const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+        const uint8_t *wb = wbuf(b), *sb = sbuf(b);
+#pragma unroll
+        for (int u = 0; u < G::UPT; u++) {
+            uint4 raw[TC_MT][2];
+            uint32_t m1[TC_MT][2], m2[TC_MT][2];
+#pragma unroll
+            for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++) {
+                    const int slot = slot0(t) + g + 8 * hr;
+                    raw[t][hr] = *(const uint4 *)(wb + slot * G::RB + 16 * ((c + 4 * u) ^ ((g & 1) << 2)));
+                    if (FMT == CW_MXFP4)
+                        tc_scale_mul<FMT, BIG>(sb[slot * 8 + c + 4 * u], m1[t][hr], m2[t][hr]);
+                    else if (SCALED)
+                        tc_scale_mul<FMT, BIG>(fs[t][hr], m1[t][hr], m2[t][hr]);
+                    else
+                        m1[t][hr] = m2[t][hr] = 0;
+                }
+#pragma unroll
+            for (int ks = 0; ks < G::SPU; ks++) {
+                const int j = u * G::SPU + ks;
+                uint32_t bf[NT / 8][2];
+#pragma unroll
+                for (int nt = 0; nt < NT / 8; nt++) {
+                    const uint2 v = *(const uint2 *)(xb + j * G::XS_ROW + (nt * 8 + g) * 32 + c * 8);
+                    bf[nt][0] = v.x, bf[nt][1] = v.y;
+                }
+#pragma unroll
+                for (int t = 0; t < TC_MT; t++) {
+                    uint32_t a[2][2]; /* [row g / g+8][slots 01 / 23] */
+#pragma unroll
+                    for (int hr = 0; hr < 2; hr++) {
+                        tc_deq_at<FMT>(ks, raw[t][hr], a[hr][0], a[hr][1]);
+                        if (SCALED) {
+                            a[hr][0] = tc_bmul(a[hr][0], m1[t][hr]), a[hr][1] = tc_bmul(a[hr][1], m1[t][hr]);
+                            if (BIG)
+                                a[hr][0] = tc_bmul(a[hr][0], m2[t][hr]), a[hr][1] = tc_bmul(a[hr][1], m2[t][hr]);
+                        }
+                    }
+#pragma unroll
+                    for (int nt = 0; nt < NT / 8; nt++)
+                        tc_mma(acc[t][nt], a[0][0], a[1][0], a[0][1], a[1][1], bf[nt][0], bf[nt][1]);
+                }
+            }
+        }
+    }
+
+    /* Whether this warp needs the slow scale path for buffer b. */
+    __device__ __forceinline__ bool stage_big(int b, const uint32_t (&fs)[TC_MT][2]) const
+    {
+        if (!SCALED)
+            return false;
+        bool big = false;
+        if (FMT == CW_MXFP4) {
+            const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+            const uint8_t *sb = sbuf(b);
+#pragma unroll
+            for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++)
+#pragma unroll
+                    for (int u = 0; u < G::UPT; u++)
+                        big |= tc_scale_big<FMT>(sb[(slot0(t) + g + 8 * hr) * 8 + c + 4 * u]);
+        } else {
+#pragma unroll
+            for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++)
+                    big |= tc_scale_big<FMT>(fs[t][hr]);
+        }
+        return __any_sync(0xffffffffu, big);
+    }
+
+    __device__ __forceinline__ void compute_stage(int b, const uint8_t *xb, const uint32_t (&fs)[TC_MT][2],
+                                                  float (&acc)[TC_MT][NT / 8][4]) const
+    {
+        if (stage_big(b, fs))
+            compute<true>(b, xb, fs, acc);
+        else
+            compute<false>(b, xb, fs, acc);
+    }
+
+    static __device__ __forceinline__ void zero(float (&acc)[TC_MT][NT / 8][4])
+    {
+#pragma unroll
+        for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+            for (int nt = 0; nt < NT / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    acc[t][nt][e] = 0.0f;
+    }
+
+    /* SPLIT false: the whole K range: acc = sum over all columns,
+     * accumulated per stage in order; with KQ > 1, in KQ contiguous runs of
+     * stages whose partial sums are added in order at the end. Every thread
+     * of the block calls it. */
+    template <int KQ> __device__ __forceinline__ void run(float (&acc)[TC_MT][NT / 8][4]) const
+    {
+        static_assert(!SPLIT, "run_split computes the split variant");
+        constexpr int ST = G::STAGES;
+        const int nst = (C + G::S - 1) / G::S;
+        const int per_q = (nst + KQ - 1) / KQ;
+        float tot[TC_MT][NT / 8][4]; /* sum of the finished quarters (KQ > 1) */
+        zero(acc);
+        __syncthreads(); /* xrows written by the caller */
+#pragma unroll
+        for (int s = 0; s < ST - 1; s++) {
+            if (s < nst)
+                load_stage(s, s, 1);
+            tc_commit();
+        }
+        uint32_t fs[TC_MT][2] = {{0, 0}, {0, 0}}, fsn[TC_MT][2] = {{0, 0}, {0, 0}};
+        {
+            float xv[G::XOPS][8];
+            x_load(0, 1, xv);
+            x_store(0, xv);
+            if (SCALED && FMT != CW_MXFP4)
+                fp8_scales(0, nst, fs);
+        }
+        for (int s = 0; s < nst; s++) {
+            tc_wait<ST - 2>();
+            __syncthreads();
+            if (s + ST - 1 < nst)
+                load_stage(s + ST - 1, (s + ST - 1) % ST, 1);
+            tc_commit();
+            const bool more = s + 1 < nst;
+            float xv[G::XOPS][8];
+            if (more) {
+                x_load(s + 1, 1, xv);
+                if (SCALED && FMT != CW_MXFP4)
+                    fp8_scales(s + 1, nst, fsn);
+            }
+            if (KQ > 1 && s > 0 && s % per_q == 0) { /* a quarter ends: fold its partial sums */
+#pragma unroll
+                for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+                    for (int nt = 0; nt < NT / 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            tot[t][nt][e] = s == per_q ? acc[t][nt][e] : tot[t][nt][e] + acc[t][nt][e];
+                            acc[t][nt][e] = 0.0f;
+                        }
+            }
+            compute_stage(s % ST, xbuf(s & 1), fs, acc);
+            if (more) {
+                x_store((s + 1) & 1, xv);
+#pragma unroll
+                for (int t = 0; t < TC_MT; t++)
+                    fs[t][0] = fsn[t][0], fs[t][1] = fsn[t][1];
+            }
+        }
+        tc_wait<0>(); /* nothing may be in flight into shared memory when the block ends */
+        if (KQ > 1 && nst > per_q) {
+#pragma unroll
+            for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+                for (int nt = 0; nt < NT / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        acc[t][nt][e] = tot[t][nt][e] + acc[t][nt][e];
+        }
+    }
+
+    /* SPLIT true: warp q accumulates quarter q; the quarters are then added
+     * in order into warp 0's acc (the other warps' acc is not the result). */
+    __device__ __forceinline__ void run_split(float (&acc)[TC_MT][NT / 8][4]) const
+    {
+        static_assert(SPLIT, "run computes the unsplit variant");
+        constexpr int ST = G::STAGES;
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        const int nst = (C + G::S - 1) / G::S;
+        const int per_q = (nst + 3) / 4, nq = (nst + per_q - 1) / per_q;
+        zero(acc);
+        __syncthreads(); /* xrows written by the caller */
+#pragma unroll
+        for (int i = 0; i < ST - 1; i++) {
+            if (i < per_q)
+                load_stage(i, i, per_q);
+            tc_commit();
+        }
+        uint32_t fs[TC_MT][2] = {{0, 0}, {0, 0}}, fsn[TC_MT][2] = {{0, 0}, {0, 0}};
+        {
+            float xv[G::XOPS][8];
+            x_load(0, per_q, xv);
+            x_store(0, xv);
+            if (SCALED && FMT != CW_MXFP4)
+                fp8_scales(stage_of(0, warp, per_q), nst, fs);
+        }
+        for (int i = 0; i < per_q; i++) {
+            tc_wait<ST - 2>();
+            __syncthreads();
+            if (i + ST - 1 < per_q)
+                load_stage(i + ST - 1, (i + ST - 1) % ST, per_q);
+            tc_commit();
+            const bool more = i + 1 < per_q;
+            float xv[G::XOPS][8];
+            if (more) {
+                x_load(i + 1, per_q, xv);
+                if (SCALED && FMT != CW_MXFP4)
+                    fp8_scales(stage_of(i + 1, warp, per_q), nst, fsn);
+            }
+            if (stage_of(i, warp, per_q) < nst) /* warp-uniform */
+                compute_stage(i % ST, xbuf(i & 1) + warp * G::XB_BYTES, fs, acc);
+            if (more) {
+                x_store((i + 1) & 1, xv);
+#pragma unroll
+                for (int t = 0; t < TC_MT; t++)
+                    fs[t][0] = fsn[t][0], fs[t][1] = fsn[t][1];
+            }
+        }
+        tc_wait<0>();
+        __syncthreads(); /* every warp is done with the stage buffers */
+        float *red = (float *)smem; /* [warp][t][nt][e][lane] */
+#pragma unroll
+        for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+            for (int nt = 0; nt < NT / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    red[(((warp * TC_MT + t) * (NT / 8) + nt) * 4 + e) * 32 + lane] = acc[t][nt][e];
+        __syncthreads();
+        if (warp == 0)
+            for (int q = 1; q < nq; q++)
+#pragma unroll
+                for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+                    for (int nt = 0; nt < NT / 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            acc[t][nt][e] = acc[t][nt][e] + red[(((q * TC_MT + t) * (NT / 8) + nt) * 4 + e) * 32 + lane];
+    }
+};
+
+/* Token tile of the fast kernels, from the tokens that share the weights. */
+#define TC_NT_DISPATCH(nt, CALL)                                                                                   \
+    do {                                                                                                            \
+        if ((nt) == 8) { constexpr int NT = 8; CALL; }                                                              \
+        else if ((nt) == 16) { constexpr int NT = 16; CALL; }                                                       \
+        else { constexpr int NT = 32; CALL; }                                                                       \
+    } while (0)
+
+/* Linear layer on the tensor-core path (gemm_tc.cu); fmt is cu_wfmt(w). */
+void cu_linear_tc(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups);
+
+#endif
