@@ -672,7 +672,6 @@ extern "C" void backend_cuda_destroy(v4_backend *be)
     }
     cudaFree(cb->idx_scratch);
     cudaFree(cb->hc_part);
-    cudaFree(cb->att_part);
     cudaFree(cb->meta_dev);
     if (cb->meta_host)
         cudaFreeHost(cb->meta_host);

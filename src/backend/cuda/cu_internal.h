@@ -79,8 +79,6 @@ typedef struct cu_backend {
     cudaEvent_t *marks; /* timer marks, created on first use (profile.cu) */
     float *hc_part;        /* mHC mixing partials, grown outside capture (mhc.cu) */
     size_t hc_part_floats;
-    float *att_part;       /* attention split-K partials, grown outside capture (attention.cu) */
-    size_t att_part_floats;
 } cu_backend;
 
 static inline cu_backend *cu_of(v4_backend *be) { return (cu_backend *)be; }

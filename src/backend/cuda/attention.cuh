@@ -1,0 +1,83 @@
+/* Shared by the attention kernels (attention.cu: plain SIMT; attention_tc.cu:
+ * tensor cores): which keys a token sees and where each one is stored. */
+#ifndef V4_BACKEND_CUDA_ATTENTION_CUH
+#define V4_BACKEND_CUDA_ATTENTION_CUH
+
+#include "backend/cuda/cu_device.cuh"
+
+/* Where visible key v of a token lives: the CSA-selected or HCA-closed
+ * compressed entries first, then the window in position order; positions of
+ * this step come from its fp32 kv rows ("live"), earlier ones from the ring. */
+typedef struct att_key {
+    bool valid, live;
+    int64_t vec;      /* vector index in its array */
+    const void *base; /* entries or ring (NULL when live) */
+    float scale;      /* FP8 storage: the vector's scale */
+} att_key;
+
+/* The token's visible-key range: n_comp compressed entries, then the window. */
+typedef struct att_tok {
+    int64_t p, start, slot, row0, n_comp, first, total;
+    const int32_t *bt;
+} att_tok;
+
+static __device__ __forceinline__ att_tok att_token(const v4_step &st, int64_t t, int kind, int ratio, int topk,
+                                                     int window)
+{
+    att_tok a;
+    const int s = st.tok_seq[t];
+    a.p = st.tok_pos[t];
+    a.start = st.seq_start[s];
+    a.slot = st.seq_slot[s];
+    a.row0 = st.seq_row[s];
+    a.bt = st.block_table + (int64_t)s * st.max_blocks;
+    /* CSA: the selection holds its valid entries first (ascending, then -1),
+     * at most one per eligible entry, so columns past that count are -1 */
+    const int64_t closed = kind == LAYER_SLIDING ? 0 : (a.p + 1) / ratio;
+    a.n_comp = kind == LAYER_CSA ? (closed < topk ? closed : topk) : closed;
+    a.first = a.p - window + 1 > 0 ? a.p - window + 1 : 0;
+    a.total = a.n_comp + (a.p - a.first + 1);
+    return a;
+}
+
+template <int KVT>
+static __device__ __forceinline__ att_key att_key_at(const att_tok &a, int64_t v, int64_t t, const int32_t *sel,
+                                                     int kind, int epb, int topk, int window, const void *entries,
+                                                     const float *entry_scale, const void *ring,
+                                                     const float *ring_scale)
+{
+    const bool fp8 = KVT == KV_FP8 || KVT == KV_FP8FNUZ;
+    att_key k = {false, false, 0, NULL, 1.0f};
+    if (v >= a.total)
+        return k;
+    if (v < a.n_comp) {
+        const int64_t idx = kind == LAYER_CSA ? sel[t * topk + v] : v;
+        const int32_t blk = idx >= 0 ? a.bt[idx / epb] : -1;
+        if (blk >= 0) {
+            k.vec = (int64_t)blk * epb + idx % epb;
+            k.base = entries;
+            k.scale = fp8 ? entry_scale[k.vec] : 1.0f;
+            k.valid = true;
+        }
+        return k;
+    }
+    const int64_t qp = a.first + (v - a.n_comp);
+    k.valid = true;
+    if (qp >= a.start) {
+        k.live = true;
+        k.vec = a.row0 + (qp - a.start);
+    } else {
+        k.vec = a.slot * window + qp % window;
+        k.base = ring;
+        k.scale = fp8 ? ring_scale[k.vec] : 1.0f;
+    }
+    return k;
+}
+
+/* The tensor-core kernel (attention_tc.cu) handles head_dim % 32 == 0, <= 512. */
+bool attention_tc_supported(const v4_attn_shape *sh);
+int cu_attention_tc_init(cu_backend *cb, v4_err *err);
+void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
+                     const int32_t *sel, const float *sinks, const v4_step *st, const v4_attn_shape *sh);
+
+#endif

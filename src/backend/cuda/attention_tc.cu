@@ -1,0 +1,247 @@
+/* Attention on tensor cores (the fast path of the `attention` op; the
+ * plain SIMT kernel in attention.cu is the reference it is tested against).
+ *
+ * The model has one shared K=V head (MQA): all heads of a token attend to
+ * the same key vectors, so one block per token (and group of 64 heads)
+ * reads each key once and scores it for every head with
+ * mma.sync m16n8k16 (bf16 operands, fp32 accumulation):
+ *   S[64 heads x 32 keys] = Q K^T   and   O[64 x d] += P V   (V = K),
+ * with an online softmax over tiles of 32 keys whose running max starts at
+ * the head's sink. 8 warps: warp w takes heads 16*(w%4).. and output
+ * channels (w/4)*d/2..; the two warps of a head tile both compute its
+ * scores (tensor cores have the room), so no scores cross warps. Keys are
+ * gathered from the paged entries, the ring or this step's fp32 rows into
+ * shared memory as bf16. One block does all of a token's keys in a fixed
+ * order, so a token's result does not depend on the rest of the batch. */
+#include <cuda_bf16.h>
+
+#include "backend/cuda/attention.cuh"
+
+#define TCA_HEADS 64
+#define TCA_TK 32
+#define TCA_THREADS 256
+#define TCA_MAXD 512
+#define TCA_OT (TCA_MAXD / 16) /* output n8 tiles per warp: d/2 channels */
+
+static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p)
+{
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+static __device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p)
+{
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+static size_t tca_smem(int d)
+{
+    return (size_t)(TCA_HEADS + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + TCA_TK * sizeof(int);
+}
+
+template <int KVT>
+__global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
+    float *__restrict__ o, const float *__restrict__ q, const float *__restrict__ kv, const void *ring,
+    const float *__restrict__ ring_scale, const void *entries, const float *__restrict__ entry_scale,
+    const int32_t *__restrict__ sel, const float *__restrict__ sinks, v4_step st, int H, int d, int window, int kind,
+    int ratio, int epb, int topk, float scale)
+{
+    extern __shared__ __align__(16) unsigned char sm[];
+    const int ld = d + 8; /* row stride in bf16: 16-byte rows, conflict-free ldmatrix */
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm; /* [64][ld] */
+    __nv_bfloat16 *Ks = Qs + TCA_HEADS * ld;  /* [32][ld] */
+    int *kvalid = (int *)(Ks + TCA_TK * ld);   /* [32] */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t t = blockIdx.x;
+    const int h0 = blockIdx.y * TCA_HEADS;
+    const att_tok tk = att_token(st, t, kind, ratio, topk, window);
+
+    for (int i = threadIdx.x; i < TCA_HEADS * d; i += TCA_THREADS) {
+        const int hh = i / d, c = i % d;
+        Qs[hh * ld + c] = __float2bfloat16_rn(h0 + hh < H ? q[(t * H + h0 + hh) * d + c] : 0.0f);
+    }
+    const int hw = warp & 3, dh = warp >> 2;           /* head tile, channel half */
+    const int g = lane >> 2, q4 = lane & 3;            /* mma row group, column pair */
+    const int ha = h0 + hw * 16 + g, hb = ha + 8;      /* this thread's two head rows */
+    const bool active = h0 + hw * 16 < H;
+    const int half = d / 2, n_ot = half / 8;
+    float m[2] = {ha < H ? sinks[ha] : 0.0f, hb < H ? sinks[hb] : 0.0f}; /* the sinks: exp(sink - m) = 1 */
+    float l[2] = {1.0f, 1.0f};
+    float acc[TCA_OT][4];
+#pragma unroll
+    for (int i = 0; i < TCA_OT; i++)
+        acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+
+    for (int64_t tile0 = 0; tile0 < tk.total; tile0 += TCA_TK) {
+        __syncthreads(); /* the previous tile has been consumed (and Qs written) */
+        for (int kt = warp; kt < TCA_TK; kt += TCA_THREADS / 32) {
+            const att_key k = att_key_at<KVT>(tk, tile0 + kt, t, sel, kind, epb, topk, window, entries, entry_scale,
+                                              ring, ring_scale);
+            __nv_bfloat16 *dst = Ks + kt * ld;
+            for (int ch = lane; ch < d; ch += 32) {
+                const float v = !k.valid ? 0.0f
+                                : k.live ? kv[k.vec * d + ch]
+                                         : kv_load<KVT>(k.base, k.vec * d + ch, k.scale);
+                dst[ch] = __float2bfloat16_rn(v);
+            }
+            if (lane == 0)
+                kvalid[kt] = k.valid;
+        }
+        __syncthreads();
+        if (!active)
+            continue;
+
+        /* S = Q K^T for the warp's 16 heads and the tile's 32 keys */
+        float s[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        for (int k0 = 0; k0 < d; k0 += 16) {
+            uint32_t a[4];
+            ldsm_x4(a, Qs + (hw * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + k0 + (lane >> 4) * 8);
+#pragma unroll
+            for (int np = 0; np < 2; np++) {
+                uint32_t b[4];
+                ldsm_x4(b, Ks + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * ld + k0 + ((lane >> 3) & 1) * 8);
+                mma_bf16(s[2 * np], a, b[0], b[1]);
+                mma_bf16(s[2 * np + 1], a, b[2], b[3]);
+            }
+        }
+
+        /* online softmax: rows g (c0, c1) and g + 8 (c2, c3); a row's 32
+         * keys are spread over the 4 threads of a quad */
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int key = nt * 8 + q4 * 2 + (j & 1);
+                s[nt][j] = kvalid[key] ? s[nt][j] * scale : -INFINITY;
+                mx[j >> 1] = fmaxf(mx[j >> 1], s[nt][j]);
+            }
+        float corr[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float mnew = fmaxf(m[r], mx[r]);
+            corr[r] = expf(m[r] - mnew);
+            m[r] = mnew;
+        }
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float pv = s[nt][j] == -INFINITY ? 0.0f : expf(s[nt][j] - m[j >> 1]);
+                s[nt][j] = pv;
+                sum[j >> 1] += pv;
+            }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+            l[r] = l[r] * corr[r] + sum[r];
+        }
+#pragma unroll
+        for (int i = 0; i < TCA_OT; i++) {
+            acc[i][0] *= corr[0], acc[i][1] *= corr[0];
+            acc[i][2] *= corr[1], acc[i][3] *= corr[1];
+        }
+
+        /* O += P V over the warp's half of the channels; the scores' C
+         * fragments of two adjacent key tiles are P's A fragment */
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++) {
+            const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                   pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int np = 0; np < TCA_OT / 2; np++) {
+                if (2 * np >= n_ot)
+                    break;
+                const int n0 = dh * half + np * 16;
+                uint32_t b[4];
+                ldsm_x4_t(b, Ks + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * ld + n0 + (lane >> 4) * 8);
+                mma_bf16(acc[2 * np], a, b[0], b[1]);
+                mma_bf16(acc[2 * np + 1], a, b[2], b[3]);
+            }
+        }
+    }
+    if (!active)
+        return;
+    const float inv[2] = {1.0f / l[0], 1.0f / l[1]};
+#pragma unroll
+    for (int i = 0; i < TCA_OT; i++) {
+        if (i >= n_ot)
+            break;
+        const int ch = dh * half + i * 8 + q4 * 2;
+        if (ha < H) {
+            o[(t * H + ha) * d + ch] = acc[i][0] * inv[0];
+            o[(t * H + ha) * d + ch + 1] = acc[i][1] * inv[0];
+        }
+        if (hb < H) {
+            o[(t * H + hb) * d + ch] = acc[i][2] * inv[1];
+            o[(t * H + hb) * d + ch + 1] = acc[i][3] * inv[1];
+        }
+    }
+}
+
+bool attention_tc_supported(const v4_attn_shape *sh)
+{
+    return sh->head_dim % 32 == 0 && sh->head_dim >= 32 && sh->head_dim <= TCA_MAXD;
+}
+
+int cu_attention_tc_init(cu_backend *cb, v4_err *err)
+{
+    const int need = (int)tca_smem(TCA_MAXD);
+    if ((size_t)need > cb->smem_optin)
+        return v4_errf(err, "cuda: tensor-core attention needs %d bytes of shared memory; the device allows %zu",
+                       need, cb->smem_optin);
+    cudaError_t e = cudaSuccess;
+    CU_KV_DISPATCH(KV_F32, e = cudaFuncSetAttribute(attention_tc_kernel<KVT>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+    if (e == cudaSuccess)
+        CU_KV_DISPATCH(KV_BF16, e = cudaFuncSetAttribute(attention_tc_kernel<KVT>,
+                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+    if (e == cudaSuccess)
+        CU_KV_DISPATCH(KV_FP8, e = cudaFuncSetAttribute(attention_tc_kernel<KVT>,
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+    if (e == cudaSuccess)
+        CU_KV_DISPATCH(KV_FP8FNUZ, e = cudaFuncSetAttribute(attention_tc_kernel<KVT>,
+                                                            cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+    if (e != cudaSuccess)
+        return v4_errf(err, "cuda: configuring the tensor-core attention kernel: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
+                     const int32_t *sel, const float *sinks, const v4_step *st, const v4_attn_shape *sh)
+{
+    const dim3 grid((unsigned)st->n_tokens, (unsigned)((sh->n_heads + TCA_HEADS - 1) / TCA_HEADS));
+    const float scale = 1.0f / sqrtf((float)sh->head_dim);
+    CU_KV_DISPATCH(cb->kv_type,
+                   (attention_tc_kernel<KVT><<<grid, TCA_THREADS, tca_smem(sh->head_dim), cb->stream>>>(
+                       o, q, kv, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st,
+                       sh->n_heads, sh->head_dim, sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block,
+                       sh->topk, scale)));
+    cu_launched(cb, "attention_tc");
+}
