@@ -24,7 +24,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB := $(BUILD)/libv4serve.a
 BIN := $(BUILD)/v4serve
 
-.PHONY: all deps test run asan clean
+.PHONY: all deps test run asan bench clean
 # keep test objects between runs (they are intermediate files to make)
 .SECONDARY:
 all: $(BIN)
@@ -64,6 +64,14 @@ test: $(BIN) $(TEST_BIN)
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" test
+
+# Benchmarks: `v4serve bench` (in the CLI) and the CPU forward benchmark.
+bench: $(BIN) $(BUILD)/bench/cpu_forward
+	@echo "built: $(BIN) bench --help; $(BUILD)/bench/cpu_forward (bench/cpu_forward.sh runs it); GPU: make cuda, then scripts/device-bench.sh"
+
+$(BUILD)/bench/cpu_forward: bench/cpu_forward.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 run: $(BIN)
 	./scripts/run-demo.sh $(BUILD)

@@ -6,10 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-make -s BUILD="$BUILD" "$BUILD/libv4serve.a"
-mkdir -p "$BUILD/bench"
-cc -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -pthread -Isrc -o "$BUILD/bench/cpu_forward" bench/cpu_forward.c \
-    "$BUILD/libv4serve.a" -ljansson -lmicrohttpd -lpcre2-8 -lm -pthread
+make -s BUILD="$BUILD" "$BUILD/bench/cpu_forward"
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(lscpu | sed -n 's/^Model name: *//p'); $(nproc) cores;" \
      "load average $(cut -d' ' -f1-3 /proc/loadavg); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 exec "$BUILD/bench/cpu_forward" "$@"
