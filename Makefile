@@ -1,7 +1,7 @@
 # v4serve build. Plain targets: make, make test, make run, make asan,
-# make cuda, make hip-check, make bench. Sources are found by wildcard, so a
-# new .c file under src/ joins the library and a new tests/test_*.c becomes a
-# test program without editing this file.
+# make cuda, make hip-check, make hip, make bench. Sources are found by
+# wildcard, so a new .c file under src/ joins the library and a new
+# tests/test_*.c becomes a test program without editing this file.
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -125,3 +125,72 @@ $(CUDA_BUILD)/gpu-tests: $(GPU_TEST_OBJ) $(CUDA_LIB)
 	$(CC) $(CFLAGS) -o $@ $(GPU_TEST_OBJ) $(CUDA_LIB) $(LDFLAGS) $(LDLIBS) $(CUDA_LDLIBS)
 
 -include $(CUDA_LIB_OBJ:.o=.d) $(CUDA_CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d)
+
+# ---- HIP (AMD MI300X, gfx942) ------------------------------------------------
+# The kernel sources are also HIP sources (src/backend/gpu.h). `make
+# hip-check` compiles the device code of each one meant for HIP with
+# Debian's clang and HIP headers, for gfx942, into build-hip/<name>.s (no
+# AMD GPU needed: nothing runs) and fails on any error or when the output is
+# not gfx942 code. The NVIDIA-only fast paths (tensor-core GEMM and
+# attention: mma.sync, ldmatrix, cp.async) are not HIP sources. HIP marks
+# hipError_t nodiscard; cleanup paths ignore it as they do on CUDA. clang
+# reports `#pragma unroll` loops that leave early (mhc.cu) as not unrolled.
+HIP_CLANG   ?= clang++-19
+HIP_ARCH    ?= gfx942
+HIP_BUILD   ?= build-hip
+HIP_EXCLUDE := src/backend/cuda/gemm_tc.cu src/backend/cuda/attention_tc.cu
+HIP_SRC     := $(filter-out $(HIP_EXCLUDE),$(CU_SRC))
+HIP_ASM     := $(HIP_SRC:src/backend/cuda/%.cu=$(HIP_BUILD)/%.s)
+HIP_CHECK_FLAGS ?= -O2
+HIP_CHECK_FLAGS += -x hip --offload-arch=$(HIP_ARCH) --cuda-device-only -nogpulib --rocm-path=/usr -std=c++17 \
+	-Wall -Wno-unused-function -Wno-unused-result -Wno-pass-failed -Isrc
+
+.PHONY: hip-check
+hip-check: $(HIP_ASM)
+	@echo "hip-check: $(words $(HIP_ASM)) kernel sources compile for $(HIP_ARCH)"
+
+$(HIP_BUILD)/%.s: src/backend/cuda/%.cu | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(HIP_CLANG) $(HIP_CHECK_FLAGS) -MMD -MP -MF $(@:.s=.d) -MT $@ -S $< -o $@.tmp
+	@grep -q 'amdgcn-amd-amdhsa--$(HIP_ARCH)' $@.tmp || { echo "$<: no $(HIP_ARCH) code in the output"; exit 1; }
+	@mv $@.tmp $@
+
+-include $(HIP_ASM:.s=.d)
+
+# `make hip` (best effort: built and run on no AMD machine yet; docs/AMD.md):
+# build-hip/v4serve and build-hip/gpu-tests with the GPU backend compiled as
+# HIP by ROCm's hipcc (ROCm 6.x) for $(HIP_ARCH), the host C files as for
+# `make cuda`, linked with libamdhip64.
+ROCM_PATH ?= /opt/rocm
+HIPCC     ?= $(ROCM_PATH)/bin/hipcc
+HIPFLAGS  ?= -O2 -g
+HIPFLAGS  += -x hip -std=c++17 --offload-arch=$(HIP_ARCH) -Wall -Wno-unused-result -Isrc -MMD -MP
+HIP_LDLIBS := -L$(ROCM_PATH)/lib -Wl,-rpath,$(ROCM_PATH)/lib -lamdhip64 -ldl -lrt -lpthread -lstdc++
+
+HIP_CU_OBJ   := $(HIP_SRC:%.cu=$(HIP_BUILD)/obj/%.o)
+HIP_LIB_OBJ  := $(LIB_SRC:%.c=$(HIP_BUILD)/obj/%.o)
+HIP_CLI_OBJ  := $(CLI_SRC:%.c=$(HIP_BUILD)/obj/%.o)
+HIP_TEST_OBJ := $(patsubst %.c,$(HIP_BUILD)/obj/%.o,$(wildcard tests/gpu/*.c) tests/testutil.c)
+HIP_LIB      := $(HIP_BUILD)/libv4serve.a
+
+.PHONY: hip
+hip: $(HIP_BUILD)/v4serve $(HIP_BUILD)/gpu-tests
+
+$(HIP_BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DV4_HAVE_CUDA -Itests -c $< -o $@
+
+$(HIP_BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(HIPCC) $(HIPFLAGS) -c $< -o $@
+
+$(HIP_LIB): $(HIP_LIB_OBJ) $(HIP_CU_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(HIP_BUILD)/v4serve: $(HIP_CLI_OBJ) $(HIP_LIB)
+	$(CC) $(CFLAGS) -o $@ $(HIP_CLI_OBJ) $(HIP_LIB) $(LDFLAGS) $(LDLIBS) $(HIP_LDLIBS)
+
+$(HIP_BUILD)/gpu-tests: $(HIP_TEST_OBJ) $(HIP_LIB)
+	$(CC) $(CFLAGS) -o $@ $(HIP_TEST_OBJ) $(HIP_LIB) $(LDFLAGS) $(LDLIBS) $(HIP_LDLIBS)
+
+-include $(HIP_LIB_OBJ:.o=.d) $(HIP_CLI_OBJ:.o=.d) $(HIP_CU_OBJ:.o=.d) $(HIP_TEST_OBJ:.o=.d)

@@ -6,6 +6,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 1 in AddressSanitizer builds, where the heaviest tests run smaller cases
+ * (the plain build runs the full ones): ASan makes the fp32 forward pass
+ * 10-20x slower, and CI has 90 minutes for everything. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TU_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TU_SANITIZED 1
+#endif
+#endif
+#ifndef TU_SANITIZED
+#define TU_SANITIZED 0
+#endif
+
 /* Repository root ($V4_ROOT, set by scripts/run-tests.sh, else "."). */
 const char *tu_root(void);
 /* Path under the repository root, in a static rotating buffer. */

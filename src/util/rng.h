@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(__HIPCC__)
 #define V4_HD __host__ __device__ __forceinline__
 #else
 #define V4_HD static inline

@@ -4,24 +4,35 @@
  * step from the fp32 kv rows, earlier ones from the slot's ring), plus a
  * per-head sink logit with no value.
  *
- * One block per (token, group of ATT_HG = 16 heads), one warp per head. The
+ * One block per (token, group of ATT_HG heads), one warp per head. The
  * visible keys are enumerated on the device (selection, closed-entry count
  * and window bounds come from device memory) and processed in tiles of
  * ATT_TK keys: the block decodes a tile into shared memory (rows padded by
- * one float), lane j of each warp scores key j against its head's query,
- * and the warp folds the tile into an online softmax whose running max
- * starts at the sink. Decode and prefill take the same path.
+ * one float), lanes j*ATT_KL.. of each warp score key j against its head's
+ * query, and the warp folds the tile into an online softmax whose running
+ * max starts at the sink. Decode and prefill take the same path.
+ * NVIDIA: 16 heads, tiles of 32 keys, one lane per key. CDNA3 (64-lane
+ * wavefronts, 64 KB of LDS per block): 8 heads, tiles of 16 keys, four
+ * lanes per key, each over every fourth group of 4 channels.
  *
  * ring_store writes the step's last W kv rows of each sequence into its
  * ring, in the KV type (FP8: one scale per stored vector). */
 #include "backend/cuda/attention.cuh"
 
+#if GPU_HIP
+#define ATT_HG 8
+#define ATT_TK 16
+#else
 #define ATT_HG 16
 #define ATT_TK 32
+#endif
+#define ATT_KL (GPU_WARP / ATT_TK) /* lanes that score one key */
 #define ATT_MAXD 512
+static_assert(ATT_TK * ATT_KL == GPU_WARP, "a tile's keys fill the warp");
+static_assert((ATT_HG + ATT_TK) * (ATT_MAXD + 1) * 4 <= GPU_SMEM_MAX, "attention tiles exceed shared memory");
 
 template <int KVT>
-__global__ __launch_bounds__(ATT_HG * 32) void attention_kernel(
+__global__ __launch_bounds__(ATT_HG * GPU_WARP) void attention_kernel(
     float *__restrict__ o, const float *__restrict__ q, const float *__restrict__ kv, const void *ring,
     const float *__restrict__ ring_scale, const void *entries, const float *__restrict__ entry_scale,
     const int32_t *__restrict__ sel, const float *__restrict__ sinks, v4_step st, int H, int d, int window, int kind,
@@ -31,7 +42,8 @@ __global__ __launch_bounds__(ATT_HG * 32) void attention_kernel(
     float *qs = smem;            /* [ATT_HG][d] */
     float *ks = qs + ATT_HG * d; /* [ATT_TK][d + 1] */
     __shared__ int kvalid[ATT_TK];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lane = gpu_lane(), warp = gpu_warp_id();
+    const int kj = lane / ATT_KL, kq = lane % ATT_KL; /* the key this lane scores, its part of the channels */
     const int64_t t = blockIdx.x;
     const int h0 = blockIdx.y * ATT_HG, h = h0 + warp;
     const bool hv = h < H;
@@ -42,9 +54,9 @@ __global__ __launch_bounds__(ATT_HG * 32) void attention_kernel(
         qs[i] = hh < H ? q[(t * H + hh) * d + i % d] : 0.0f;
     }
     float m = hv ? sinks[h] : 0.0f, l = 1.0f; /* the sink: exp(sink - m) = 1 */
-    float acc[ATT_MAXD / 32];
+    float acc[ATT_MAXD / GPU_WARP];
 #pragma unroll
-    for (int c = 0; c < ATT_MAXD / 32; c++)
+    for (int c = 0; c < ATT_MAXD / GPU_WARP; c++)
         acc[c] = 0.0f;
 
     for (int64_t tile0 = 0; tile0 < tk.total; tile0 += ATT_TK) {
@@ -53,7 +65,7 @@ __global__ __launch_bounds__(ATT_HG * 32) void attention_kernel(
             const att_key k = att_key_at<KVT>(tk, tile0 + kt, t, sel, kind, epb, topk, window, entries, entry_scale,
                                               ring, ring_scale);
             float *dst = ks + kt * (d + 1);
-            for (int ch = lane; ch < d; ch += 32)
+            for (int ch = lane; ch < d; ch += GPU_WARP)
                 dst[ch] = !k.valid ? 0.0f : k.live ? kv[k.vec * d + ch] : kv_load<KVT>(k.base, k.vec * d + ch, k.scale);
             if (lane == 0)
                 kvalid[kt] = k.valid;
@@ -61,39 +73,42 @@ __global__ __launch_bounds__(ATT_HG * 32) void attention_kernel(
         __syncthreads();
         if (!hv)
             continue;
-        const float *kr = ks + lane * (d + 1), *qh = qs + warp * d;
+        const float *kr = ks + kj * (d + 1), *qh = qs + warp * d;
         /* four independent partial sums: a single 512-long FMA chain would
-         * leave the warp waiting on each FMA's latency */
+         * leave the warp waiting on each FMA's latency; with ATT_KL lanes
+         * per key, lane kq takes the groups of 4 channels kq, kq+ATT_KL, ... */
         float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
-        int ch = 0;
-        for (; ch + 4 <= d; ch += 4) {
+        for (int ch = 4 * kq; ch + 4 <= d; ch += 4 * ATT_KL) {
             d0 = fmaf(qh[ch], kr[ch], d0);
             d1 = fmaf(qh[ch + 1], kr[ch + 1], d1);
             d2 = fmaf(qh[ch + 2], kr[ch + 2], d2);
             d3 = fmaf(qh[ch + 3], kr[ch + 3], d3);
         }
-        for (; ch < d; ch++)
+        for (int ch = (d & ~3) + kq; ch < d; ch += ATT_KL)
             d0 = fmaf(qh[ch], kr[ch], d0);
-        const float dot = (d0 + d1) + (d2 + d3);
-        const bool ok = kvalid[lane] != 0;
+        float dot = (d0 + d1) + (d2 + d3);
+#pragma unroll
+        for (int o = ATT_KL / 2; o > 0; o >>= 1) /* a key's lanes are adjacent; all end with the same sum */
+            dot += gpu_shfl_xor(dot, o);
+        const bool ok = kvalid[kj] != 0;
         const float sc = ok ? dot * scale : -INFINITY;
         const float mnew = fmaxf(m, warp_max(sc));
         const float corr = expf(m - mnew);
         const float pj = ok ? expf(sc - mnew) : 0.0f;
-        l = l * corr + warp_sum(pj);
+        l = l * corr + warp_sum(kq == 0 ? pj : 0.0f); /* each key once */
 #pragma unroll
-        for (int c = 0; c < ATT_MAXD / 32; c++)
+        for (int c = 0; c < ATT_MAXD / GPU_WARP; c++)
             acc[c] *= corr;
         for (int j = 0; j < ATT_TK; j++) {
-            const float pjj = __shfl_sync(0xffffffffu, pj, j);
+            const float pjj = gpu_shfl(pj, j * ATT_KL);
             if (pjj == 0.0f)
                 continue; /* uniform across the warp */
-            const float *kj = ks + j * (d + 1);
+            const float *kjr = ks + j * (d + 1);
 #pragma unroll
-            for (int c = 0; c < ATT_MAXD / 32; c++) {
-                const int ch = lane + 32 * c;
+            for (int c = 0; c < ATT_MAXD / GPU_WARP; c++) {
+                const int ch = lane + GPU_WARP * c;
                 if (ch < d)
-                    acc[c] = fmaf(pjj, kj[ch], acc[c]);
+                    acc[c] = fmaf(pjj, kjr[ch], acc[c]);
             }
         }
         m = mnew;
@@ -102,8 +117,8 @@ __global__ __launch_bounds__(ATT_HG * 32) void attention_kernel(
         return;
     const float inv = 1.0f / l;
 #pragma unroll
-    for (int c = 0; c < ATT_MAXD / 32; c++) {
-        const int ch = lane + 32 * c;
+    for (int c = 0; c < ATT_MAXD / GPU_WARP; c++) {
+        const int ch = lane + GPU_WARP * c;
         if (ch < d)
             o[(t * H + h) * d + ch] = acc[c] * inv;
     }
@@ -131,7 +146,11 @@ extern "C" int cu_attention_init(cu_backend *cb, v4_err *err)
                                                             cudaFuncAttributeMaxDynamicSharedMemorySize, need));
     if (e != cudaSuccess)
         return v4_errf(err, "cuda: configuring the attention kernel: %s", cudaGetErrorString(e));
+#if GPU_HAS_MMA_SYNC
     return cu_attention_tc_init(cb, err);
+#else
+    return 0;
+#endif
 }
 
 extern "C" void cu_attention(v4_backend *be, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
@@ -147,14 +166,16 @@ extern "C" void cu_attention(v4_backend *be, float *o, const float *q, const flo
     }
     if (st->n_tokens <= 0)
         return;
+#if GPU_HAS_MMA_SYNC
     if (!cb->plain && attention_tc_supported(sh)) {
         cu_attention_tc(cb, o, q, kv, lkv, sel, sinks, st, sh);
         return;
     }
+#endif
     const dim3 grid((unsigned)st->n_tokens, (unsigned)((sh->n_heads + ATT_HG - 1) / ATT_HG));
     const float scale = 1.0f / sqrtf((float)sh->head_dim);
     CU_KV_DISPATCH(cb->kv_type,
-                   (attention_kernel<KVT><<<grid, ATT_HG * 32, att_smem(sh->head_dim), cb->stream>>>(
+                   (attention_kernel<KVT><<<grid, ATT_HG * GPU_WARP, att_smem(sh->head_dim), cb->stream>>>(
                        o, q, kv, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st,
                        sh->n_heads, sh->head_dim, sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block,
                        sh->topk, scale)));
@@ -166,7 +187,7 @@ template <int KVT>
 __global__ void ring_store_kernel(void *ring, float *ring_scale, const float *__restrict__ kv, v4_step st, int window,
                                   int d)
 {
-    __shared__ float red[32];
+    __shared__ float red[GPU_MAX_WARPS];
     const int s = blockIdx.x;
     const int ntok = st.seq_ntok[s];
     const int first = ntok > window ? ntok - window : 0;

@@ -51,8 +51,8 @@ __global__ __launch_bounds__(COMP_THREADS) void compress_kernel(void *entries, f
                                                                 int epb, float eps)
 {
     __shared__ float buf[COMP_THREADS * COMP_MAXC];
-    __shared__ double dred[32];
-    __shared__ float fred[32];
+    __shared__ double dred[GPU_MAX_WARPS];
+    __shared__ float fred[GPU_MAX_WARPS];
     const int s = blockIdx.x;
     const int64_t slot = st.seq_slot[s], start = st.seq_start[s];
     const int row0 = st.seq_row[s], ntok = st.seq_ntok[s];

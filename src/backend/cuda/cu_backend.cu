@@ -1,6 +1,7 @@
 /* The CUDA backend's host part: creation, device memory, weight upload in
  * checkpoint formats, KV storage, step metadata, errors, graph capture, and
- * the op table (kernels live in the other .cu files of this folder). */
+ * the op table (kernels live in the other .cu files of this folder). The
+ * same source builds as HIP (backend/gpu.h maps the runtime names). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -627,9 +628,15 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
     cudaDeviceProp prop;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess)
         return v4_errf(err, "cuda: opening device %d: %s", device, cudaGetErrorString(e));
+#if GPU_HIP
+    if (prop.warpSize != GPU_WARP)
+        return v4_errf(err, "hip: device %d (%s, %s) runs %d-lane wavefronts; this build's kernels assume %d",
+                       device, prop.name, prop.gcnArchName, prop.warpSize, GPU_WARP);
+#else
     if (prop.major < 9)
         return v4_errf(err, "cuda: device %d (%s) is compute capability %d.%d; this build targets sm_90a (Hopper)",
                        device, prop.name, prop.major, prop.minor);
+#endif
     cu_backend *cb = (cu_backend *)calloc(1, sizeof *cb);
     if (!cb)
         return v4_errf(err, "out of host memory");
@@ -639,10 +646,10 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
     cb->base.kv_elem_bytes = (int)kv_elem_size(kv_type);
     cb->device = device;
     cb->n_sm = prop.multiProcessorCount;
-    cb->smem_optin = prop.sharedMemPerBlockOptin;
+    cb->smem_optin = GPU_SMEM_OPTIN(prop);
     cb->kv_type = kv_type;
     cb->debug = dbg && strcmp(dbg, "1") == 0;
-    cb->plain = plain && strcmp(plain, "1") == 0;
+    cb->plain = !GPU_HAS_MMA_SYNC || (plain && strcmp(plain, "1") == 0); /* no tensor-core kernels under HIP */
     cb->idx_blocks = 2 * cb->n_sm;
     if ((e = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaEventCreateWithFlags(&cb->meta_copied, cudaEventDisableTiming)) != cudaSuccess) {

@@ -1,51 +1,58 @@
-/* Device helpers shared by the CUDA kernels: reductions, exact decoders of
+/* Device helpers shared by the GPU kernels: reductions, exact decoders of
  * the checkpoint number formats (MODEL.md section 3), weight loads in every
  * storage format, and KV element loads/stores in the backend's KV type.
  *
  * FP8 is decoded in the dialect the data declares: OCP e4m3fn with Hopper's
- * conversion instruction, e4m3fnuz in software (exact: same layout, bias 8,
- * 0x80 NaN). Every decoder is exact in fp32. */
+ * conversion instruction (in software under HIP), e4m3fnuz in software
+ * everywhere (exact: same layout, bias 8, 0x80 NaN). Every decoder is exact
+ * in fp32. Warp reductions span GPU_WARP lanes (backend/gpu.h); on NVIDIA
+ * their order is the 32-lane butterfly it always was. */
 #ifndef V4_BACKEND_CUDA_CU_DEVICE_CUH
 #define V4_BACKEND_CUDA_CU_DEVICE_CUH
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
 #include <stdint.h>
 
 #include "backend/cuda/cu_internal.h"
+
+#if GPU_HIP
+#include <hip/hip_fp16.h>
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#endif
 
 #define CU_NAN __int_as_float(0x7fc00000)
 
 static __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = GPU_WARP / 2; o > 0; o >>= 1)
+        v += gpu_shfl_xor(v, o);
     return v;
 }
 
 static __device__ __forceinline__ double warp_sum_d(double v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = GPU_WARP / 2; o > 0; o >>= 1)
+        v += gpu_shfl_xor(v, o);
     return v;
 }
 
 static __device__ __forceinline__ float warp_max(float v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = GPU_WARP / 2; o > 0; o >>= 1)
+        v = fmaxf(v, gpu_shfl_xor(v, o));
     return v;
 }
 
-/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every
- * thread gets the result. `red` holds 32 values. */
+/* Sum over the block (blockDim.x a multiple of GPU_WARP, at most 1024);
+ * every thread gets the result. `red` holds GPU_MAX_WARPS values. */
 static __device__ __forceinline__ float block_sum(float v, float *red)
 {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int lane = gpu_lane(), warp = gpu_warp_id(), nw = blockDim.x / GPU_WARP;
     v = warp_sum(v);
     __syncthreads(); /* red may still be read by a previous call */
     if (lane == 0)
@@ -57,7 +64,7 @@ static __device__ __forceinline__ float block_sum(float v, float *red)
 
 static __device__ __forceinline__ double block_sum_d(double v, double *red)
 {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int lane = gpu_lane(), warp = gpu_warp_id(), nw = blockDim.x / GPU_WARP;
     v = warp_sum_d(v);
     __syncthreads();
     if (lane == 0)
@@ -69,7 +76,7 @@ static __device__ __forceinline__ double block_sum_d(double v, double *red)
 
 static __device__ __forceinline__ float block_max(float v, float *red)
 {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int lane = gpu_lane(), warp = gpu_warp_id(), nw = blockDim.x / GPU_WARP;
     v = warp_max(v);
     __syncthreads();
     if (lane == 0)
@@ -93,11 +100,37 @@ static __device__ __forceinline__ float f16_to_f32(uint16_t h)
     return __half2float(__ushort_as_half(h));
 }
 
-/* OCP e4m3fn through the hardware conversion (exact: every code is a half). */
+/* OCP e4m3fn: bias 7, subnormal step 2^-9, 0x7F and 0xFF NaN. NVIDIA: the
+ * hardware conversion (exact: every code is a half); HIP: in software. */
 static __device__ __forceinline__ float e4m3_to_f32(uint32_t b)
 {
+#if GPU_HIP
+    if ((b & 0x7Fu) == 0x7Fu)
+        return CU_NAN;
+    const uint32_t sign = (b & 0x80u) << 24, e = (b >> 3) & 15u, m = b & 7u;
+    if (e == 0)
+        return __int_as_float((int)(sign | __float_as_uint((float)m * 0.001953125f)));
+    return __int_as_float((int)(sign | ((e + 120u) << 23) | (m << 20)));
+#else
     __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b, __NV_E4M3);
     return __half2float(__half(h));
+#endif
+}
+
+/* Four OCP e4m3fn codes, the bytes of v from the lowest (Hopper converts
+ * two per instruction). */
+static __device__ __forceinline__ void e4m3x4_to_f32(uint32_t v, float out[4])
+{
+#if GPU_HIP
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        out[j] = e4m3_to_f32((v >> (8 * j)) & 0xFFu);
+#else
+    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(v & 0xFFFFu), __NV_E4M3);
+    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(v >> 16), __NV_E4M3);
+    const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+    out[0] = a.x, out[1] = a.y, out[2] = b.x, out[3] = b.y;
+#endif
 }
 
 /* e4m3fnuz in software: bias 8, subnormal step 2^-10, 0x80 the only NaN. */
@@ -126,9 +159,36 @@ template <int FMT> static __device__ __forceinline__ float fp8_decode(uint32_t b
 
 /* ---- FP8 encoders for the KV state (round to nearest even, saturating) ---- */
 
+/* Magnitude code of a >= 0 (finite, below the saturation bound) in a
+ * 3-mantissa-bit format of the given bias: encode_e4m3_like of
+ * formats/dtype.c. */
+template <int BIAS, int MAXCODE> static __device__ __forceinline__ int fp8_code_sw(float a)
+{
+    if (a < 1.0f / (float)(1 << (BIAS - 1))) /* below the smallest normal: steps of 2^(-BIAS-2) */
+        return (int)rintf(a * (float)(1 << (BIAS + 2)));
+    int ex;
+    const float fr = frexpf(a, &ex);
+    int E = ex - 1;
+    float q = rintf((fr * 2.0f - 1.0f) * 8.0f);
+    if (q >= 8.0f) {
+        q = 0.0f;
+        E += 1;
+    }
+    const int code = ((E + BIAS) << 3) | (int)q;
+    return code > MAXCODE ? MAXCODE : code;
+}
+
 static __device__ __forceinline__ uint8_t f32_to_e4m3(float f)
 {
+#if GPU_HIP /* dt_f32_to_e4m3: NaN 0x7F, saturate at 448, -0 kept */
+    if (isnan(f))
+        return 0x7F;
+    const uint32_t sign = signbit(f) ? 0x80u : 0u;
+    const float a = fabsf(f);
+    return (uint8_t)(sign | (a >= 448.0f ? 0x7Eu : (uint32_t)fp8_code_sw<7, 0x7E>(a)));
+#else
     return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
+#endif
 }
 
 /* The software encoder of formats/dtype.c for e4m3fnuz (bias 8, max 240). */
@@ -139,25 +199,23 @@ static __device__ __forceinline__ uint8_t f32_to_e4m3fnuz(float f)
     const float a = fabsf(f);
     if (a >= 240.0f)
         return (uint8_t)((f < 0 ? 0x80 : 0) | 0x7F);
-    int code;
-    if (a < 0.0078125f) { /* below 2^-7, the smallest normal */
-        code = (int)rintf(a * 1024.0f);
-    } else {
-        int ex;
-        float fr = frexpf(a, &ex);
-        int E = ex - 1;
-        float q = rintf((fr * 2.0f - 1.0f) * 8.0f);
-        if (q >= 8.0f) {
-            q = 0.0f;
-            E += 1;
-        }
-        code = ((E + 8) << 3) | (int)q;
-        if (code > 0x7F)
-            code = 0x7F;
-    }
+    const int code = fp8_code_sw<8, 0x7F>(a);
     if (code == 0)
-        return 0;
+        return 0; /* no negative zero: 0x80 is NaN */
     return (uint8_t)((f < 0 ? 0x80 : 0) | code);
+}
+
+/* bf16 bits of v, round to nearest even (NaN stays NaN). */
+static __device__ __forceinline__ uint16_t f32_to_bf16(float v)
+{
+#if GPU_HIP
+    const uint32_t u = __float_as_uint(v);
+    if (isnan(v))
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+#else
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+#endif
 }
 
 /* ---- weights ---- */
@@ -218,10 +276,9 @@ static __device__ __forceinline__ void wload4(const cu_wdesc &w, int64_t row, in
         const uint32_t v = *(const uint32_t *)(w.data + off);
         const float s = e8m0_to_f32(w.scale[(row >> 7) * ((w.cols + 127) / 128) + (col >> 7)]);
         if (FMT == CW_FP8) {
-            const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(v & 0xFFFFu), __NV_E4M3);
-            const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(v >> 16), __NV_E4M3);
-            const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
-            out[0] = a.x * s, out[1] = a.y * s, out[2] = b.x * s, out[3] = b.y * s;
+            float f[4];
+            e4m3x4_to_f32(v, f);
+            out[0] = f[0] * s, out[1] = f[1] * s, out[2] = f[2] * s, out[3] = f[3] * s;
         } else {
 #pragma unroll
             for (int j = 0; j < 4; j++)
@@ -251,7 +308,7 @@ template <int KVT> static __device__ __forceinline__ void kv_put(void *base, int
     if (KVT == KV_F32)
         ((float *)base)[i] = v;
     else if (KVT == KV_BF16)
-        ((__nv_bfloat16 *)base)[i] = __float2bfloat16_rn(v);
+        ((uint16_t *)base)[i] = f32_to_bf16(v);
     else
         ((uint8_t *)base)[i] = KVT == KV_FP8 ? f32_to_e4m3(v) : f32_to_e4m3fnuz(v);
 }

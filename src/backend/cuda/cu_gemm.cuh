@@ -3,9 +3,10 @@
  * rows (staged through shared memory in chunks of GEMM_KC columns) with two
  * weight rows per warp, dequantized in registers from their stored format.
  *
- * Lane l of a warp covers columns l*4..l*4+3 and 128+l*4..128+l*4+3 of each
- * chunk: 4-byte (FP8), 8-byte (BF16) or 16-byte (F32) coalesced weight loads,
- * conflict-free float4 reads of the staged inputs. Each lane accumulates in
+ * Lane l of a warp covers columns 4l..4l+3 of every 4 * GPU_WARP columns of
+ * each chunk (4l.. and 128+4l.. with 32 lanes; 4l.. with 64): 4-byte (FP8),
+ * 8-byte (BF16) or 16-byte (F32) coalesced weight loads, conflict-free
+ * float4 reads of the staged inputs. Each lane accumulates in
  * a fixed order and the warp reduces at the end, so a row's result does not
  * depend on which other rows share the tile (batch-invariant). */
 #ifndef V4_BACKEND_CUDA_CU_GEMM_CUH
@@ -14,8 +15,9 @@
 #include "backend/cuda/cu_device.cuh"
 
 #define GEMM_THREADS 256
-#define GEMM_WARPS (GEMM_THREADS / 32)
+#define GEMM_WARPS (GEMM_THREADS / GPU_WARP)
 #define GEMM_KC 256
+static_assert(GEMM_KC % (4 * GPU_WARP) == 0, "a chunk is whole warp-wide pieces");
 
 /* acc[r][t] += sum_c W_r[c] * x_t[c] over all C columns, for the warp's two
  * weight rows (wa, ra) and (wb, rb) (va/vb false: row absent, stays 0) and
@@ -26,7 +28,7 @@ static __device__ __forceinline__ void tile_gemm(const cu_wdesc &wa, int64_t ra,
                                                  int64_t rb, bool vb, int64_t C, bool vec,
                                                  const float *const *xrows, float *xs, float (&acc)[2][TT])
 {
-    const int lane = threadIdx.x & 31;
+    const int lane = gpu_lane();
     for (int64_t k0 = 0; k0 < C; k0 += GEMM_KC) {
         __syncthreads(); /* the previous chunk has been consumed */
         for (int idx = threadIdx.x; idx < TT * GEMM_KC; idx += GEMM_THREADS) {
@@ -37,8 +39,8 @@ static __device__ __forceinline__ void tile_gemm(const cu_wdesc &wa, int64_t ra,
         }
         __syncthreads();
 #pragma unroll
-        for (int j = 0; j < GEMM_KC / 128; j++) {
-            const int cc = j * 128 + lane * 4;
+        for (int j = 0; j < GEMM_KC / (4 * GPU_WARP); j++) {
+            const int cc = j * 4 * GPU_WARP + lane * 4;
             const int64_t col = k0 + cc;
             if (col >= C)
                 continue;

@@ -13,11 +13,11 @@
 #ifndef V4_BACKEND_CUDA_CU_INTERNAL_H
 #define V4_BACKEND_CUDA_CU_INTERNAL_H
 
-#include <cuda_runtime.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/gpu.h"
 
 /* Weight storage formats the matrix kernels are instantiated for. */
 enum { CW_F32, CW_BF16, CW_F16, CW_FP8, CW_FP8FNUZ, CW_MXFP4 };

@@ -1,6 +1,8 @@
 /* The CUDA backend (NVIDIA Hopper, sm_90a): every op of backend/backend.h
  * as device kernels on one stream the backend owns, weights resident in
- * their checkpoint formats, the KV state in the engine's paged layout.
+ * their checkpoint formats, the KV state in the engine's paged layout. The
+ * same sources build as HIP for AMD MI300X (backend/gpu.h, docs/AMD.md),
+ * where the backend keeps its name "cuda" and runs the plain kernels.
  *
  * Environment, read once when a backend is created:
  *   V4_KV_DTYPE=f32|bf16|fp8  element type of the stored KV state (sliding
@@ -18,7 +20,8 @@
  *       so an asynchronous fault is reported by the op that caused it.
  *   V4_CUDA_PLAIN=1   linear layers and MoE experts on the plain SIMT kernels
  *       (fp32 products, the reference) instead of the tensor-core kernels
- *       (bf16 operands, fp32 accumulation: ~1e-3 relative), the default.
+ *       (bf16 operands, fp32 accumulation: ~1e-3 relative), the default
+ *       on NVIDIA. HIP builds have only the plain kernels.
  *
  * Only these two functions are exported; the rest is internal. */
 #ifndef V4_BACKEND_CUDA_CUDA_BACKEND_H
@@ -31,7 +34,8 @@ extern "C" {
 #include "backend/backend.h"
 
 /* Opens GPU `device`; fp8_dialect is DT_F8_E4M3 (native on Hopper) or
- * DT_F8_E4M3FNUZ (decoded in software, to prove the kernels dialect-correct). */
+ * DT_F8_E4M3FNUZ (decoded in software, to prove the kernels dialect-correct;
+ * the dialect of MI300X, where a HIP build decodes both in software). */
 int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend **out, v4_err *err);
 void backend_cuda_destroy(v4_backend *be);
 

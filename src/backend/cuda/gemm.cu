@@ -5,7 +5,9 @@
  * backend was created with V4_CUDA_PLAIN=1; the plain SIMT kernels here
  * (fp32 throughout, correct and coalesced, not tuned) are the reference. */
 #include "backend/cuda/cu_gemm.cuh"
+#if GPU_HAS_MMA_SYNC
 #include "backend/cuda/gemm_tc.cuh"
+#endif
 
 /* Grid: x = groups * row blocks of 2*GEMM_WARPS rows (a block never spans
  * two groups, so its input rows are one slice of x), y = token tiles. */
@@ -23,7 +25,7 @@ __global__ __launch_bounds__(GEMM_THREADS) void linear_kernel(float *__restrict_
         const int t = t0 + threadIdx.x;
         xrows[threadIdx.x] = t < n ? x + (int64_t)t * groups * C + g * C : NULL;
     }
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int warp = gpu_warp_id(), lane = gpu_lane();
     const int64_t lr = rb * 2 * GEMM_WARPS + warp * 2, o = g * per + lr;
     const bool v0 = lr < per, v1 = lr + 1 < per;
     float acc[2][TT];
@@ -54,10 +56,12 @@ extern "C" void cu_linear(v4_backend *be, float *y, const float *x, int n, const
     }
     if (n <= 0 || w->rows == 0)
         return;
+#if GPU_HAS_MMA_SYNC
     if (!cb->plain) {
         cu_linear_tc(cb, y, x, n, w, fmt, groups);
         return;
     }
+#endif
     const int tt = cu_pick_tt(n);
     const int64_t per = w->rows / groups, rblocks = (per + 2 * GEMM_WARPS - 1) / (2 * GEMM_WARPS);
     const dim3 grid((unsigned)(groups * rblocks), (unsigned)((n + tt - 1) / tt));

@@ -17,21 +17,21 @@
 #include "backend/cuda/cu_device.cuh"
 
 #define IDX_THREADS 256
-#define IDX_WARPS (IDX_THREADS / 32)
+#define IDX_WARPS (IDX_THREADS / GPU_WARP)
 
 /* Exclusive prefix sum of v over the block; *total gets the sum. */
 static __device__ __forceinline__ int block_scan_excl(int v, int *wsum, int *total)
 {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lane = gpu_lane(), warp = gpu_warp_id();
     int x = v;
 #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(0xffffffffu, x, o);
+    for (int o = 1; o < GPU_WARP; o <<= 1) {
+        const int y = gpu_shfl_up(x, o);
         if (lane >= o)
             x += y;
     }
     __syncthreads(); /* wsum may still be read by a previous call */
-    if (lane == 31)
+    if (lane == GPU_WARP - 1)
         wsum[warp] = x;
     __syncthreads();
     int before = 0, all = 0;
@@ -59,7 +59,7 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
     __shared__ unsigned hist[256];
     __shared__ unsigned sh_prefix, sh_k;
     __shared__ int wsum[IDX_WARPS];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lane = gpu_lane(), warp = gpu_warp_id();
     const float cs = 1.0f / sqrtf((float)c);
     float *scr = scratch + blockIdx.x * scratch_per_block;
     for (int t = blockIdx.x; t < st.n_tokens; t += gridDim.x) {
@@ -86,11 +86,11 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
             if (blk >= 0) {
                 const int64_t vec = (int64_t)blk * epb + i % epb;
                 const float sc = (KVT == KV_FP8 || KVT == KV_FP8FNUZ) ? kscale[vec] : 1.0f;
-                for (int ch = lane; ch < c; ch += 32)
+                for (int ch = lane; ch < c; ch += GPU_WARP)
                     kw[ch] = kv_load<KVT>(keys, vec * c + ch, sc);
-                __syncwarp();
+                gpu_syncwarp();
                 float part = 0.0f;
-                for (int hh = lane; hh < h; hh += 32) {
+                for (int hh = lane; hh < h; hh += GPU_WARP) {
                     const float *q = qs + hh * (c + 1);
                     float dot = 0.0f;
                     for (int ch = 0; ch < c; ch++)
@@ -98,7 +98,7 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
                     part += ws[hh] * (dot > 0 ? dot : 0.0f) * cs;
                 }
                 score = warp_sum(part);
-                __syncwarp(); /* kw is rewritten for the next entry */
+                gpu_syncwarp(); /* kw is rewritten for the next entry */
             }
             if (lane == 0)
                 scr[i] = score;

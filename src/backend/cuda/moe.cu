@@ -26,7 +26,9 @@
  * The GEMM grids are sized by the worst case for n*k pairs (fixed per step
  * shape, so graphs capture them); blocks past the work list's length exit. */
 #include "backend/cuda/cu_gemm.cuh"
+#if GPU_HAS_MMA_SYNC
 #include "backend/cuda/gemm_tc.cuh"
+#endif
 
 /* ---- routing ---- */
 
@@ -38,7 +40,7 @@ static __device__ __forceinline__ float sqrt_softplus(float x)
 
 #define ROUTE_WARPS 4
 
-__global__ __launch_bounds__(ROUTE_WARPS * 32) void moe_route_kernel(int32_t *ids, float *w, const float *logits,
+__global__ __launch_bounds__(ROUTE_WARPS * GPU_WARP) void moe_route_kernel(int32_t *ids, float *w, const float *logits,
                                                                      const float *bias, const void *tid2eid,
                                                                      int tid_i64, int64_t tid_cols,
                                                                      const int32_t *tok_id, int n, int E, int k,
@@ -46,20 +48,20 @@ __global__ __launch_bounds__(ROUTE_WARPS * 32) void moe_route_kernel(int32_t *id
 {
     __shared__ uint32_t taken[ROUTE_WARPS][V4_MAX_EXPERTS / 32];
     __shared__ int32_t chosen[ROUTE_WARPS][V4_MAX_ACTIVE];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lane = gpu_lane(), warp = gpu_warp_id();
     const int64_t t = (int64_t)blockIdx.x * ROUTE_WARPS + warp;
     if (t >= n)
         return;
     const float *l = logits + t * E;
     int32_t *id = chosen[warp];
     if (bias) {
-        for (int i = lane; i < V4_MAX_EXPERTS / 32; i += 32)
+        for (int i = lane; i < V4_MAX_EXPERTS / 32; i += GPU_WARP)
             taken[warp][i] = 0;
-        __syncwarp();
+        gpu_syncwarp();
         for (int j = 0; j < k; j++) {
             float bv = -INFINITY;
             int be = -1;
-            for (int e = lane; e < E; e += 32) {
+            for (int e = lane; e < E; e += GPU_WARP) {
                 if (taken[warp][e >> 5] & (1u << (e & 31)))
                     continue;
                 const float v = sqrt_softplus(l[e]) + bias[e];
@@ -67,18 +69,18 @@ __global__ __launch_bounds__(ROUTE_WARPS * 32) void moe_route_kernel(int32_t *id
                     bv = v, be = e;
             }
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-                const int oe = __shfl_xor_sync(0xffffffffu, be, o);
+            for (int o = GPU_WARP / 2; o > 0; o >>= 1) {
+                const float ov = gpu_shfl_xor(bv, o);
+                const int oe = gpu_shfl_xor(be, o);
                 if (oe >= 0 && (be < 0 || ov > bv || (ov == bv && oe < be)))
                     bv = ov, be = oe;
             }
-            __syncwarp(); /* every lane has read `taken` */
+            gpu_syncwarp(); /* every lane has read `taken` */
             if (lane == 0) {
                 id[j] = be;
                 taken[warp][be >> 5] |= 1u << (be & 31);
             }
-            __syncwarp();
+            gpu_syncwarp();
         }
     } else if (lane == 0) {
         const int64_t tok = tok_id[t];
@@ -88,7 +90,7 @@ __global__ __launch_bounds__(ROUTE_WARPS * 32) void moe_route_kernel(int32_t *id
             id[j] = e < 0 || e >= E ? 0 : (int32_t)e; /* validated at load; never read out of bounds */
         }
     }
-    __syncwarp();
+    gpu_syncwarp();
     if (lane == 0) {
         float wt[V4_MAX_ACTIVE], sum = 0;
         for (int j = 0; j < k; j++)
@@ -113,7 +115,7 @@ extern "C" void cu_moe_route(v4_backend *be, int32_t *ids, float *w, const float
     const int n = st->n_tokens;
     if (n <= 0)
         return;
-    moe_route_kernel<<<(n + ROUTE_WARPS - 1) / ROUTE_WARPS, ROUTE_WARPS * 32, 0, cb->stream>>>(
+    moe_route_kernel<<<(n + ROUTE_WARPS - 1) / ROUTE_WARPS, ROUTE_WARPS * GPU_WARP, 0, cb->stream>>>(
         ids, w, logits, bias, bias ? NULL : tid2eid->data, !bias && tid2eid->dtype == DT_I64,
         bias ? 0 : tid2eid->cols, st->tok_id, n, n_experts, k, route_scale);
     cu_launched(cb, "moe_route");
@@ -229,7 +231,7 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_up_kernel(moe_plan p, const 
     int64_t slot0;
     if (!moe_tile<TT>(p, x, D, k, true, &e, &slot0, &cnt, xrows))
         return; /* uniform: the whole block has no work item */
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int warp = gpu_warp_id(), lane = gpu_lane();
     const int64_t j = (int64_t)blockIdx.y * GEMM_WARPS + warp;
     const bool v = j < I;
     float acc[2][TT];
@@ -258,7 +260,7 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, cons
     int64_t slot0;
     if (!moe_tile<TT>(p, p.h, I, 1, false, &e, &slot0, &cnt, xrows))
         return;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int warp = gpu_warp_id(), lane = gpu_lane();
     const int64_t o = (int64_t)blockIdx.y * 2 * GEMM_WARPS + warp * 2;
     const bool v0 = o < D, v1 = o + 1 < D;
     float acc[2][TT];
@@ -279,6 +281,7 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, cons
     }
 }
 
+#if GPU_HAS_MMA_SYNC
 /* Tensor-core up: h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x) for the
  * block's 64 columns j (slots 0..63 read w1, 64..127 w3: a thread holds g
  * and u of the same (j, pair)); grid (work, I / 64). */
@@ -405,6 +408,8 @@ static bool table_aligned(const cu_expert_table *t, int E)
     return true;
 }
 
+#endif /* GPU_HAS_MMA_SYNC */
+
 /* y[t][i] = sum_j w[t][j] * out[t*k+j][i] over valid choices, in order. */
 __global__ void moe_combine_kernel(float *y, const float *out, const int32_t *ids, const float *w, int n, int k,
                                    int E, int64_t D)
@@ -464,6 +469,7 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
     cu_launched(cb, "moe_plan");
     moe_scatter_kernel<<<pg, 256, 0, cb->stream>>>(ids, pairs, E, p.offsets, p.cursor, p.perm);
     cu_launched(cb, "moe_scatter");
+#if GPU_HAS_MMA_SYNC
     if (tc) {
         const bool wal = table_aligned(tab, E);
         const bool xal_up = (uintptr_t)x % 16 == 0 && D % 4 == 0, xal_down = (uintptr_t)p.h % 16 == 0 && I % 4 == 0;
@@ -475,7 +481,9 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
         CU_FMT_DISPATCH(tab->fmt2, TC_NT_DISPATCH(tt, (launch_down_tc<FMT, NT>(cb, gdown, p, tab->dev, E, D, I, wal,
                                                                                xal_down))));
         cu_launched(cb, "moe_down_tc");
-    } else {
+    } else
+#endif
+    {
         const dim3 gup((unsigned)p.max_work, (unsigned)((I + GEMM_WARPS - 1) / GEMM_WARPS));
         const dim3 gdown((unsigned)p.max_work, (unsigned)((D + 2 * GEMM_WARPS - 1) / (2 * GEMM_WARPS)));
         const bool vec_up = D % 4 == 0, vec_down = I % 4 == 0;

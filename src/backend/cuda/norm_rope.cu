@@ -9,7 +9,7 @@
 
 __global__ void rmsnorm_kernel(float *y, const float *x, const float *__restrict__ w, int dim, float eps)
 {
-    __shared__ float red[32];
+    __shared__ float red[GPU_MAX_WARPS];
     const int64_t r = blockIdx.x;
     const float *xr = x + r * dim;
     float ss = 0.0f;

@@ -23,7 +23,7 @@
 typedef struct smp_shared {
     double hist[256];
     unsigned cnt[256];
-    double dred[32];
+    double dred[GPU_MAX_WARPS];
     unsigned key;
     double above;
     int fallback;
@@ -49,16 +49,16 @@ static __device__ __forceinline__ double smp_mass(float l, float mx, double T)
 /* Inclusive prefix sum of v over the block (all threads get theirs) and the total. */
 static __device__ double block_scan_incl_d(double v, double *dred, double *total)
 {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int lane = gpu_lane(), warp = gpu_warp_id(), nw = blockDim.x / GPU_WARP;
     double x = v;
 #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const double y = __shfl_up_sync(0xffffffffu, x, o);
+    for (int o = 1; o < GPU_WARP; o <<= 1) {
+        const double y = gpu_shfl_up(x, o);
         if (lane >= o)
             x += y;
     }
     __syncthreads();
-    if (lane == 31)
+    if (lane == GPU_WARP - 1)
         dred[warp] = x;
     __syncthreads();
     double before = 0, all = 0;
@@ -162,7 +162,7 @@ static __device__ smp_set smp_select(const float *l, int64_t V, smp_set s, float
         /* fallback: the set's last token with this key */
         __syncthreads();
         if (last >= 0)
-            atomicMax((long long *)&sh->id, last);
+            gpu_atomic_max(&sh->id, last);
         __syncthreads();
     }
     smp_set r = {prefix, (int64_t)sh->id};
@@ -198,19 +198,19 @@ __global__ __launch_bounds__(SMP_THREADS) void sample_kernel(int32_t *ids, const
             bk = u, bi = i;
     }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const uint32_t ok = __shfl_xor_sync(0xffffffffu, bk, o);
-        const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    for (int o = GPU_WARP / 2; o > 0; o >>= 1) {
+        const uint32_t ok = gpu_shfl_xor(bk, o);
+        const int64_t oi = gpu_shfl_xor(bi, o);
         if (ok > bk || (ok == bk && oi < bi))
             bk = ok, bi = oi;
     }
-    if ((threadIdx.x & 31) == 0) {
-        sh.hist[threadIdx.x >> 5] = (double)bk; /* exact: keys fit in 53 bits */
-        sh.dred[threadIdx.x >> 5] = (double)bi;
+    if (gpu_lane() == 0) {
+        sh.hist[gpu_warp_id()] = (double)bk; /* exact: keys fit in 53 bits */
+        sh.dred[gpu_warp_id()] = (double)bi;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)(blockDim.x >> 5); w++) {
+        for (int w = 1; w < (int)(blockDim.x / GPU_WARP); w++) {
             const uint32_t k2 = (uint32_t)sh.hist[w];
             const int64_t i2 = (int64_t)sh.dred[w];
             if (k2 > bk || (k2 == bk && i2 < bi))
