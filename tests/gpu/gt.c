@@ -46,6 +46,10 @@ v4_backend *gt_cpu(dtype_t dialect)
 {
     v4_backend *be;
     v4_err err;
+    /* the reference keeps its KV state in fp32, whatever a CUDA backend
+     * created before it left in the environment (the CPU backend reads
+     * V4_KV_DTYPE too, to emulate a GPU's KV rounding) */
+    setenv("V4_KV_DTYPE", "f32", 1);
     if (backend_cpu_create(0, dialect, &be, &err)) {
         gt_fail("backend_cpu_create: %s", err.msg);
         return NULL;

@@ -49,10 +49,7 @@ __global__ __launch_bounds__(ATT_HG * GPU_WARP) void attention_kernel(
     const bool hv = h < H;
     const att_tok tk = att_token(st, t, kind, ratio, topk, window);
 
-    for (int i = threadIdx.x; i < ATT_HG * d; i += blockDim.x) {
-        const int hh = h0 + i / d;
-        qs[i] = hh < H ? q[(t * H + hh) * d + i % d] : 0.0f;
-    }
+    att_stage_q<ATT_HG * GPU_WARP, 16>(qs, d, q, t, H, h0, ATT_HG, d);
     float m = hv ? sinks[h] : 0.0f, l = 1.0f; /* the sink: exp(sink - m) = 1 */
     float acc[ATT_MAXD / GPU_WARP];
 #pragma unroll
@@ -64,9 +61,12 @@ __global__ __launch_bounds__(ATT_HG * GPU_WARP) void attention_kernel(
         for (int kt = warp; kt < ATT_TK; kt += ATT_HG) {
             const att_key k = att_key_at<KVT>(tk, tile0 + kt, t, sel, kind, epb, topk, window, entries, entry_scale,
                                               ring, ring_scale);
-            float *dst = ks + kt * (d + 1);
-            for (int ch = lane; ch < d; ch += GPU_WARP)
-                dst[ch] = !k.valid ? 0.0f : k.live ? kv[k.vec * d + ch] : kv_load<KVT>(k.base, k.vec * d + ch, k.scale);
+            float *dst = ks + kt * (d + 1), v[ATT_MAXD / GPU_WARP];
+            att_key_load<KVT, ATT_MAXD / GPU_WARP, GPU_WARP>(v, k, kv, d, lane);
+#pragma unroll
+            for (int j = 0; j < ATT_MAXD / GPU_WARP; j++)
+                if (lane + j * GPU_WARP < d)
+                    dst[lane + j * GPU_WARP] = v[j];
             if (lane == 0)
                 kvalid[kt] = k.valid;
         }

@@ -74,6 +74,47 @@ static __device__ __forceinline__ att_key att_key_at(const att_tok &a, int64_t v
     return k;
 }
 
+/* Channels lane, lane + LANES, ... (< d) of key k into v (0 past d and for an
+ * invalid key). Unrolled so that all PER loads are in flight together: a
+ * loop that stores each value before loading the next waits one memory
+ * latency per channel group, which at small batches is most of the kernel. */
+template <int KVT, int PER, int LANES>
+static __device__ __forceinline__ void att_key_load(float (&v)[PER], const att_key &k, const float *kv, int d, int lane)
+{
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int ch = lane + j * LANES;
+        v[j] = !k.valid || ch >= d ? 0.0f
+               : k.live            ? kv[k.vec * d + ch]
+                                   : kv_load<KVT>(k.base, k.vec * d + ch, k.scale);
+    }
+}
+
+static __device__ __forceinline__ void att_put(float *p, float v) { *p = v; }
+
+/* dst[hh * ld + c] = q row (t, h0 + hh) channel c, for hh < heads (0 for
+ * heads past H), with UNROLL loads in flight per thread for the same reason. */
+template <int THREADS, int UNROLL, typename T>
+static __device__ __forceinline__ void att_stage_q(T *dst, int ld, const float *q, int64_t t, int H, int h0,
+                                                   int heads, int d)
+{
+    const int n = heads * d;
+    for (int i0 = threadIdx.x; i0 < n; i0 += UNROLL * THREADS) {
+        float v[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            const int i = i0 + u * THREADS, h = h0 + i / d;
+            v[u] = i < n && h < H ? q[(t * H + h) * d + i % d] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            const int i = i0 + u * THREADS;
+            if (i < n)
+                att_put(dst + i / d * ld + i % d, v[u]);
+        }
+    }
+}
+
 /* The tensor-core kernel (attention_tc.cu) handles head_dim % 32 == 0, <= 512. */
 bool attention_tc_supported(const v4_attn_shape *sh);
 int cu_attention_tc_init(cu_backend *cb, v4_err *err);

@@ -21,6 +21,8 @@
 #define TCA_TK 32
 #define TCA_THREADS 256
 #define TCA_MAXD 512
+#define TCA_WARPS (TCA_THREADS / 32)
+#define TCA_KPW (TCA_TK / TCA_WARPS) /* keys each warp gathers per tile */
 #define TCA_OT (TCA_MAXD / 16) /* output n8 tiles per warp: d/2 channels */
 
 static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p)
@@ -53,6 +55,8 @@ static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
     return *(uint32_t *)&v;
 }
 
+static __device__ __forceinline__ void att_put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
 static size_t tca_smem(int d)
 {
     return (size_t)(TCA_HEADS + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + TCA_TK * sizeof(int);
@@ -75,10 +79,7 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     const int h0 = blockIdx.y * TCA_HEADS;
     const att_tok tk = att_token(st, t, kind, ratio, topk, window);
 
-    for (int i = threadIdx.x; i < TCA_HEADS * d; i += TCA_THREADS) {
-        const int hh = i / d, c = i % d;
-        Qs[hh * ld + c] = __float2bfloat16_rn(h0 + hh < H ? q[(t * H + h0 + hh) * d + c] : 0.0f);
-    }
+    att_stage_q<TCA_THREADS, 16>(Qs, ld, q, t, H, h0, TCA_HEADS, d);
     const int hw = warp & 3, dh = warp >> 2;           /* head tile, channel half */
     const int g = lane >> 2, q4 = lane & 3;            /* mma row group, column pair */
     const int ha = h0 + hw * 16 + g, hb = ha + 8;      /* this thread's two head rows */
@@ -93,18 +94,25 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
 
     for (int64_t tile0 = 0; tile0 < tk.total; tile0 += TCA_TK) {
         __syncthreads(); /* the previous tile has been consumed (and Qs written) */
-        for (int kt = warp; kt < TCA_TK; kt += TCA_THREADS / 32) {
-            const att_key k = att_key_at<KVT>(tk, tile0 + kt, t, sel, kind, epb, topk, window, entries, entry_scale,
-                                              ring, ring_scale);
+        /* the warp's TCA_KPW keys: every key's location first (their index
+         * loads overlap), then each key's channels with all loads in flight */
+        att_key keys[TCA_KPW];
+#pragma unroll
+        for (int u = 0; u < TCA_KPW; u++)
+            keys[u] = att_key_at<KVT>(tk, tile0 + warp + u * TCA_WARPS, t, sel, kind, epb, topk, window, entries,
+                                      entry_scale, ring, ring_scale);
+#pragma unroll
+        for (int u = 0; u < TCA_KPW; u++) {
+            const int kt = warp + u * TCA_WARPS;
+            float v[TCA_MAXD / 32];
+            att_key_load<KVT, TCA_MAXD / 32, 32>(v, keys[u], kv, d, lane);
             __nv_bfloat16 *dst = Ks + kt * ld;
-            for (int ch = lane; ch < d; ch += 32) {
-                const float v = !k.valid ? 0.0f
-                                : k.live ? kv[k.vec * d + ch]
-                                         : kv_load<KVT>(k.base, k.vec * d + ch, k.scale);
-                dst[ch] = __float2bfloat16_rn(v);
-            }
+#pragma unroll
+            for (int j = 0; j < TCA_MAXD / 32; j++)
+                if (lane + 32 * j < d)
+                    dst[lane + 32 * j] = __float2bfloat16_rn(v[j]);
             if (lane == 0)
-                kvalid[kt] = k.valid;
+                kvalid[kt] = keys[u].valid;
         }
         __syncthreads();
         if (!active)

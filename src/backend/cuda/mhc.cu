@@ -34,10 +34,12 @@ __global__ __launch_bounds__(HC_THREADS) void hc_mix_kernel(float *__restrict__ 
     const int64_t c0 = (int64_t)blockIdx.x * HC_SLICE;
     const int t0 = blockIdx.y * HC_TT;
     const int cols = W - c0 < HC_SLICE ? (int)(W - c0) : HC_SLICE;
+#pragma unroll 8
     for (int i = threadIdx.x; i < rows * HC_SLICE; i += HC_THREADS) {
         const int r = i / HC_SLICE, c = i % HC_SLICE;
         fs[r * (HC_SLICE + 1) + c] = c < cols ? fn[(int64_t)r * W + c0 + c] : 0.0f;
     }
+#pragma unroll 8
     for (int i = threadIdx.x; i < HC_TT * HC_SLICE; i += HC_THREADS) {
         const int tt = i / HC_SLICE, c = i % HC_SLICE;
         xs[tt * (HC_SLICE + 1) + c] = c < cols && t0 + tt < n ? X[(int64_t)(t0 + tt) * W + c0 + c] : 0.0f;
@@ -69,6 +71,7 @@ static __device__ void hc_mix_sum(const float *__restrict__ part, int n_slices, 
     __shared__ double ss_sh;
     for (int r = threadIdx.x; r <= rows; r += HC_THREADS) {
         double v = 0;
+#pragma unroll 8 /* independent loads in flight; the sum keeps slice order */
         for (int sl = 0; sl < n_slices; sl++)
             v += part[(int64_t)sl * (rows + 1) + r];
         if (r < rows)
@@ -115,6 +118,69 @@ static __device__ void sinkhorn(float *C, int ns, int iters, float hc_eps)
     }
 }
 
+/* sinkhorn() on a copy in registers, for ns <= MS (the model's 4 streams):
+ * the same operations in the same order, without the shared-memory latency
+ * of every access (one thread runs this while the block waits). */
+template <int MS> static __device__ void sinkhorn_regs(float *C, int ns, int iters, float hc_eps)
+{
+    float c[MS][MS];
+#pragma unroll
+    for (int i = 0; i < MS; i++)
+#pragma unroll
+        for (int j = 0; j < MS; j++)
+            c[i][j] = i < ns && j < ns ? C[i * ns + j] : 0.0f;
+#pragma unroll
+    for (int i = 0; i < MS; i++) {
+        if (i >= ns)
+            break;
+        float mx = -INFINITY, s = 0;
+#pragma unroll
+        for (int j = 0; j < MS; j++)
+            if (j < ns)
+                mx = fmaxf(mx, c[i][j]);
+#pragma unroll
+        for (int j = 0; j < MS; j++)
+            if (j < ns)
+                s += (c[i][j] = expf(c[i][j] - mx));
+#pragma unroll
+        for (int j = 0; j < MS; j++)
+            if (j < ns)
+                c[i][j] = c[i][j] / s + hc_eps;
+    }
+    for (int it = 0; it < iters; it++) {
+        if (it > 0) {
+#pragma unroll
+            for (int i = 0; i < MS; i++) {
+                float s = 0;
+#pragma unroll
+                for (int j = 0; j < MS; j++)
+                    if (j < ns)
+                        s += c[i][j];
+#pragma unroll
+                for (int j = 0; j < MS; j++)
+                    c[i][j] /= s + hc_eps;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < MS; j++) {
+            float s = 0;
+#pragma unroll
+            for (int i = 0; i < MS; i++)
+                if (i < ns)
+                    s += c[i][j];
+#pragma unroll
+            for (int i = 0; i < MS; i++)
+                c[i][j] /= s + hc_eps;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < MS; i++)
+#pragma unroll
+        for (int j = 0; j < MS; j++)
+            if (i < ns && j < ns)
+                C[i * ns + j] = c[i][j];
+}
+
 /* x[t] = sum_s pre[s] X_t[s] with pre in shared memory. */
 static __device__ void hc_collapse(float *__restrict__ x, const float *__restrict__ Xt, const float *pre, int ns,
                                    int64_t D)
@@ -145,7 +211,10 @@ __global__ __launch_bounds__(HC_THREADS) void hc_pre_kernel(float *x, float *pos
         float *C = mix + 2 * ns; /* in place: mix is not needed afterwards */
         for (int i = 0; i < ns * ns; i++)
             C[i] = C[i] * scale[2] + base[2 * ns + i];
-        sinkhorn(C, ns, iters, hc_eps);
+        if (ns <= 4)
+            sinkhorn_regs<4>(C, ns, iters, hc_eps);
+        else
+            sinkhorn(C, ns, iters, hc_eps);
         for (int i = 0; i < ns * ns; i++)
             comb[t * ns * ns + i] = C[i];
     }
