@@ -57,6 +57,65 @@ static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 
 static __device__ __forceinline__ void att_put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
+/* The vector path (d == TCA_MAXD, 16-byte aligned sources): the block's q
+ * rows as bf16, four channels per 16-byte load, 8 loads in flight. */
+static __device__ __forceinline__ void tca_stage_q_vec(__nv_bfloat16 *Qs, int ld, const float *q, int64_t t, int H,
+                                                       int h0)
+{
+    constexpr int d = TCA_MAXD, n4 = TCA_HEADS * d / 4, U = 8;
+    for (int i0 = threadIdx.x; i0 < n4; i0 += U * TCA_THREADS) {
+        float4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int i = i0 + u * TCA_THREADS, hh = 4 * i / d, c = 4 * i % d;
+            v[u] = i < n4 && h0 + hh < H ? *(const float4 *)(q + (t * H + h0 + hh) * d + c) : make_float4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int i = i0 + u * TCA_THREADS, hh = 4 * i / d, c = 4 * i % d;
+            if (i < n4)
+                *(uint2 *)(Qs + hh * ld + c) = make_uint2(pack_bf16(v[u].x, v[u].y), pack_bf16(v[u].z, v[u].w));
+        }
+    }
+}
+
+/* The vector path: key k's channels into its bf16 row of shared memory,
+ * lane l moving channels 16l..16l+15 in 16-byte pieces (bf16 storage is
+ * copied as it is; fp32 and FP8 convert exactly as kv_load does, then round
+ * to bf16 as the per-channel path does, so both give the same bits). */
+template <int KVT>
+static __device__ __forceinline__ void tca_gather_vec(__nv_bfloat16 *row, const att_key &k, const float *kv, int lane)
+{
+    constexpr int d = TCA_MAXD, CPL = d / 32; /* 16 channels a lane */
+    uint4 *out = (uint4 *)(row + lane * CPL);
+    if (!k.valid) {
+        out[0] = out[1] = make_uint4(0, 0, 0, 0);
+    } else if (k.live || KVT == KV_F32) {
+        const float4 *src = (const float4 *)((k.live ? kv : (const float *)k.base) + k.vec * d + lane * CPL);
+        const float4 a = src[0], b = src[1], c = src[2], e = src[3];
+        out[0] = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+        out[1] = make_uint4(pack_bf16(c.x, c.y), pack_bf16(c.z, c.w), pack_bf16(e.x, e.y), pack_bf16(e.z, e.w));
+    } else if (KVT == KV_BF16) {
+        const uint4 *src = (const uint4 *)((const uint16_t *)k.base + k.vec * d + lane * CPL);
+        const uint4 a = src[0], b = src[1];
+        out[0] = a, out[1] = b;
+    } else {
+        const uint4 w = *(const uint4 *)((const uint8_t *)k.base + k.vec * d + lane * CPL);
+        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+        uint32_t packed[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const uint32_t wd = words[j / 2], sh = 16 * (j % 2);
+            const uint32_t b0 = (wd >> sh) & 0xFFu, b1 = (wd >> (sh + 8)) & 0xFFu;
+            const float f0 = (KVT == KV_FP8 ? e4m3_to_f32(b0) : e4m3fnuz_to_f32(b0)) * k.scale;
+            const float f1 = (KVT == KV_FP8 ? e4m3_to_f32(b1) : e4m3fnuz_to_f32(b1)) * k.scale;
+            packed[j] = pack_bf16(f0, f1);
+        }
+        out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+    }
+}
+
 static size_t tca_smem(int d)
 {
     return (size_t)(TCA_HEADS + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + TCA_TK * sizeof(int);
@@ -67,7 +126,7 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     float *__restrict__ o, const float *__restrict__ q, const float *__restrict__ kv, const void *ring,
     const float *__restrict__ ring_scale, const void *entries, const float *__restrict__ entry_scale,
     const int32_t *__restrict__ sel, const float *__restrict__ sinks, v4_step st, int H, int d, int window, int kind,
-    int ratio, int epb, int topk, float scale)
+    int ratio, int epb, int topk, float scale, bool vec)
 {
     extern __shared__ __align__(16) unsigned char sm[];
     const int ld = d + 8; /* row stride in bf16: 16-byte rows, conflict-free ldmatrix */
@@ -79,7 +138,10 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     const int h0 = blockIdx.y * TCA_HEADS;
     const att_tok tk = att_token(st, t, kind, ratio, topk, window);
 
-    att_stage_q<TCA_THREADS, 16>(Qs, ld, q, t, H, h0, TCA_HEADS, d);
+    if (vec)
+        tca_stage_q_vec(Qs, ld, q, t, H, h0);
+    else
+        att_stage_q<TCA_THREADS, 16>(Qs, ld, q, t, H, h0, TCA_HEADS, d);
     const int hw = warp & 3, dh = warp >> 2;           /* head tile, channel half */
     const int g = lane >> 2, q4 = lane & 3;            /* mma row group, column pair */
     const int ha = h0 + hw * 16 + g, hb = ha + 8;      /* this thread's two head rows */
@@ -104,13 +166,17 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
 #pragma unroll
         for (int u = 0; u < TCA_KPW; u++) {
             const int kt = warp + u * TCA_WARPS;
-            float v[TCA_MAXD / 32];
-            att_key_load<KVT, TCA_MAXD / 32, 32>(v, keys[u], kv, d, lane);
             __nv_bfloat16 *dst = Ks + kt * ld;
+            if (vec) {
+                tca_gather_vec<KVT>(dst, keys[u], kv, lane);
+            } else {
+                float v[TCA_MAXD / 32];
+                att_key_load<KVT, TCA_MAXD / 32, 32>(v, keys[u], kv, d, lane);
 #pragma unroll
-            for (int j = 0; j < TCA_MAXD / 32; j++)
-                if (lane + 32 * j < d)
-                    dst[lane + 32 * j] = __float2bfloat16_rn(v[j]);
+                for (int j = 0; j < TCA_MAXD / 32; j++)
+                    if (lane + 32 * j < d)
+                        dst[lane + 32 * j] = __float2bfloat16_rn(v[j]);
+            }
             if (lane == 0)
                 kvalid[kt] = keys[u].valid;
         }
@@ -123,6 +189,7 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
 #pragma unroll
         for (int i = 0; i < 4; i++)
             s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll 4 /* ldmatrix loads of later k-steps issue ahead of the MMAs */
         for (int k0 = 0; k0 < d; k0 += 16) {
             uint32_t a[4];
             ldsm_x4(a, Qs + (hw * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + k0 + (lane >> 4) * 8);
@@ -246,10 +313,14 @@ void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, 
 {
     const dim3 grid((unsigned)st->n_tokens, (unsigned)((sh->n_heads + TCA_HEADS - 1) / TCA_HEADS));
     const float scale = 1.0f / sqrtf((float)sh->head_dim);
+    /* the 16-byte path for the model's head size; pools and step buffers are
+     * cudaMalloc'd, the check keeps any other caller correct */
+    const bool vec = sh->head_dim == TCA_MAXD && (uintptr_t)q % 16 == 0 && (uintptr_t)kv % 16 == 0 &&
+                     (uintptr_t)lkv->ring % 16 == 0 && (uintptr_t)lkv->entries % 16 == 0;
     CU_KV_DISPATCH(cb->kv_type,
                    (attention_tc_kernel<KVT><<<grid, TCA_THREADS, tca_smem(sh->head_dim), cb->stream>>>(
                        o, q, kv, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st,
                        sh->n_heads, sh->head_dim, sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block,
-                       sh->topk, scale)));
+                       sh->topk, scale, vec)));
     cu_launched(cb, "attention_tc");
 }
