@@ -81,6 +81,39 @@ static void test_golden_tiny(void **state) { check_model("tiny", 24); }
  * HCA 128, YaRN compress rope */
 static void test_golden_rates(void **state) { check_model("rates", 16); }
 
+/* The AMD dialect: the backend computes in e4m3fnuz, the OCP checkpoint is
+ * converted at load (code and block scale; exact), so the logits are the
+ * same bits as in the OCP run: the same max |diff| from the golden file. */
+static void check_model_fnuz(const char *name)
+{
+    char model[4096], gpath[4096];
+    snprintf(model, sizeof model, "%s/model", tu_golden(name));
+    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", tu_golden(name));
+    v4_err err;
+    golden g;
+    if (golden_load(gpath, &g, &err))
+        fail_msg("golden_load: %s", err.msg);
+    golden_result r[2];
+    const dtype_t dialects[2] = {DT_F8_E4M3, DT_F8_E4M3FNUZ};
+    for (int k = 0; k < 2; k++) {
+        v4_backend *be;
+        if (backend_cpu_create(2, dialects[k], &be, &err))
+            fail_msg("backend_cpu_create: %s", err.msg);
+        if (golden_run(model, be, &g, 0, &r[k], &err))
+            fail_msg("%s (%s): %s", name, dt_name(dialects[k]), err.msg);
+        backend_cpu_destroy(be);
+    }
+    fprintf(stderr, "# %s fnuz: rel_err %.3e greedy %lld/%lld (OCP: rel_err %.3e)\n", name, r[1].rel_err,
+            (long long)r[1].greedy_match, (long long)r[1].greedy_total, r[0].rel_err);
+    assert_true(r[1].rel_err <= 1e-3);
+    assert_int_equal(r[1].greedy_match, r[1].greedy_total);
+    assert_true(r[1].max_abs_diff == r[0].max_abs_diff);
+    golden_free(&g);
+}
+
+static void test_golden_fnuz_tiny(void **state) { check_model_fnuz("tiny"); }
+static void test_golden_fnuz_rates(void **state) { check_model_fnuz("rates"); }
+
 /* A golden file that does not fit the model is refused with a message. */
 static void test_golden_vocab_mismatch(void **state)
 {
@@ -106,6 +139,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_tiny),
         cmocka_unit_test(test_golden_rates),
+        cmocka_unit_test(test_golden_fnuz_tiny),
+        cmocka_unit_test(test_golden_fnuz_rates),
         cmocka_unit_test(test_golden_vocab_mismatch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
