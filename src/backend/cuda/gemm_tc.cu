@@ -8,10 +8,10 @@
  * results (K in four quarters summed in order): blocks of 128 rows, each
  * warp over all of K; or, when that would leave most multiprocessors idle
  * (a few rows, few tokens: decode of small projections), blocks of 32 rows
- * whose four warps take one K quarter each. NT is the smallest tile that
- * holds the step's tokens, made smaller while the grid would have fewer
- * blocks than multiprocessors. Results depend on neither choice, so a
- * token's output is the same in any batch. */
+ * whose four warps take one K quarter each. NT is the smallest tile of 8,
+ * 16, 32 that holds the step's tokens, 64 for more, made smaller while the
+ * grid would have fewer blocks than multiprocessors. Results depend on
+ * neither choice, so a token's output is the same in any batch. */
 #include "backend/cuda/cu_gemm.cuh"
 #include "backend/cuda/gemm_tc.cuh"
 
@@ -131,15 +131,24 @@ static void launch_linear(cu_backend *cb, float *y, const float *x, int n, const
     cu_launched(cb, "linear_tc");
 }
 
-/* The token tile: the smallest of 8, 16, 32 that holds n tokens, halved
- * while the grid would have fewer blocks than multiprocessors. */
+/* The token tile: the smallest of 8, 16, 32 that holds n tokens, 64 above
+ * (a weight is dequantized and read from L2 once per tile: at n = 256, 4
+ * times instead of 8), halved while the grid would have fewer blocks than
+ * multiprocessors. */
 static int pick_nt(int n, int64_t row_blocks, int n_sm)
 {
-    int nt = n <= 8 ? 8 : n <= 16 ? 16 : 32;
+    int nt = n <= 8 ? 8 : n <= 16 ? 16 : n <= 32 ? 32 : 64;
     while (nt > 8 && row_blocks * ((n + nt - 1) / nt) < n_sm)
         nt /= 2;
     return nt;
 }
+
+/* TC_NT_DISPATCH with the linear layers' largest tile. */
+#define LINEAR_NT_DISPATCH(nt, CALL)                                                                               \
+    do {                                                                                                            \
+        if ((nt) == 64) { constexpr int NT = 64; CALL; }                                                            \
+        else TC_NT_DISPATCH(nt, CALL);                                                                              \
+    } while (0)
 
 void cu_linear_tc(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups)
 {
@@ -169,5 +178,6 @@ void cu_linear_tc(cu_backend *cb, float *y, const float *x, int n, const v4_mat 
             CU_FMT_DISPATCH(fmt, (launch_split<FMT, 16>(cb, y, x, n, d, groups, (int)rblocks32, wal, xal)));
         return;
     }
-    CU_FMT_DISPATCH(fmt, TC_NT_DISPATCH(nt, (launch_linear<FMT, NT>(cb, y, x, n, d, groups, (int)rblocks, wal, xal))));
+    CU_FMT_DISPATCH(fmt,
+                    LINEAR_NT_DISPATCH(nt, (launch_linear<FMT, NT>(cb, y, x, n, d, groups, (int)rblocks, wal, xal))));
 }

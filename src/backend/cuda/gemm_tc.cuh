@@ -6,9 +6,11 @@
  *
  * A block of TC_THREADS (4 warps) owns TC_ROWS = 128 weight rows ("slots":
  * slots 0..63 and 64..127 may come from two matrices, w1/w3 of an expert)
- * and NT tokens. Each warp computes two m16 tiles (slots 16w.. and
- * 64+16w..) against all NT tokens (NT/8 n8 tiles). Weights stream through a
- * cp.async pipeline of STAGES shared-memory stages of 64*UPT bytes per row;
+ * and NT tokens (8..64). Each warp computes two m16 tiles (slots 16w.. and
+ * 64+16w..) against all NT tokens (NT/8 n8 tiles): a weight is read and
+ * dequantized once per NT tokens, an x column read once per 128 rows.
+ * Weights stream through a cp.async pipeline of STAGES shared-memory
+ * stages of 64*UPT bytes per row;
  * each thread reads, per row, the 16-byte units c and c+4 (+8, +12) of a
  * stage (c = lane % 4), dequantizes them in registers straight into A
  * fragments, and multiplies by the block scale in bf16 (exact: a power of
@@ -16,7 +18,10 @@
  * thread's A registers come from its own bytes with a few integer ops; the
  * activations are staged (fp32 -> bf16, from registers loaded one stage
  * ahead) into shared memory in the same permuted order, so that each B
- * fragment is one conflict-free 8-byte load.
+ * fragment is one conflict-free 8-byte load. A stage of x is NT*S/128
+ * floats a thread; where that passes 64 (MXFP4 at NT = 64) it moves in XP
+ * parts, each loaded before and stored after 1/XP of the current stage's
+ * weight units.
  *
  * Dequantization (per 32-bit word of packed codes):
  *   MXFP4: nibble pairs (i, i+4) -> bf16x2 as code * 2^-126 by
@@ -34,11 +39,16 @@
  *
  * Batch invariance: an output element is a fixed sequence of MMAs over its
  * own weight row and token column (stage by stage, k-step by k-step), the
- * same for any NT and any other rows or tokens in the tile. Linear layers
- * split K into KQ = 4 contiguous quarters of stages summed as
+ * same for any NT, STAGES or XP and any other rows or tokens in the tile.
+ * Linear layers split K into KQ = 4 contiguous quarters of stages summed as
  * ((p0 + p1) + p2) + p3, a fixed order that the split variant (32-row
  * blocks, one quarter per warp, for grids that would leave SMs idle)
- * reproduces bit for bit. The MoE kernels use one run over K (KQ = 1). */
+ * reproduces bit for bit. The MoE kernels use one run over K (KQ = 1).
+ * At NT = 64 a thread's 64 accumulators take the registers that also held
+ * the sum of the finished quarters below: that sum moves to shared memory
+ * where it fits beside the stages without costing a resident block (FP8
+ * with 3 stages instead of 4, F32, MXFP4), else (BF16, F16) to local
+ * memory; either is touched only at the 3 quarter ends and after the last. */
 #ifndef V4_BACKEND_CUDA_GEMM_TC_CUH
 #define V4_BACKEND_CUDA_GEMM_TC_CUH
 
@@ -47,9 +57,10 @@
 #define TC_THREADS 128
 #define TC_ROWS 128
 #define TC_MT 2
+#define TC_SMEM_SM (228 * 1024) /* shared memory of an sm_90 multiprocessor, 1 KB of it reserved per block */
 
 /* Per format: UPT 16-byte units per thread per row per stage, EPU elements
- * per unit, STAGES pipeline depth. */
+ * per unit, STAGES pipeline depth (tc_geom adjusts it per token tile). */
 template <int FMT> struct tc_fmt_traits { enum { UPT = 4, EPU = 8, STAGES = 2 }; }; /* BF16, F16 */
 template <> struct tc_fmt_traits<CW_F32> { enum { UPT = 4, EPU = 4, STAGES = 2 }; };
 template <> struct tc_fmt_traits<CW_FP8> { enum { UPT = 2, EPU = 16, STAGES = 4 }; };
@@ -61,7 +72,14 @@ template <int FMT, int NT, int NSUB = 1> struct tc_geom {
     enum {
         UPT = tc_fmt_traits<FMT>::UPT,
         EPU = tc_fmt_traits<FMT>::EPU,
-        STAGES = tc_fmt_traits<FMT>::STAGES,
+        /* the 2-stage formats take a third stage up to NT = 16 (decode of the
+         * bf16 head: 2 blocks of 3 stages a multiprocessor keep more bytes in
+         * flight than 3 blocks of 2, and 1010 row blocks fill 4 rounds of 264
+         * blocks better than 3 of 396); FP8 at NT = 64 makes room for the
+         * quarter sums with 3 (each as long as 2 stages at NT = 32) */
+        STAGES = tc_fmt_traits<FMT>::STAGES == 2 && NT <= 16 && NSUB == 1 ? 3
+                 : (FMT == CW_FP8 || FMT == CW_FP8FNUZ) && NT > 32      ? 3
+                                                                        : tc_fmt_traits<FMT>::STAGES,
         RB = 64 * UPT,          /* bytes of one row in one stage */
         UR = RB / 16,           /* units per row per stage */
         S = 4 * UPT * EPU,      /* columns per stage */
@@ -72,9 +90,52 @@ template <int FMT, int NT, int NSUB = 1> struct tc_geom {
         SC_BYTES = FMT == CW_MXFP4 ? STAGES * TC_ROWS * 8 : 0,
         XB_BYTES = KS * XS_ROW,  /* staged x of one sub-stage */
         XOPS = (NSUB * NT * S / 8 + TC_THREADS - 1) / TC_THREADS, /* 8-column x pieces per thread per stage */
+        /* x parts per stage: a whole stage ahead up to 8 pieces (64 floats) a
+         * thread; beyond (MXFP4 at NT = 64) parts of 8 pieces */
+        XP = NSUB == 1 && XOPS > 8 ? XOPS / 8 : 1,
+        XOPP = XOPS / XP,        /* pieces per part */
+        UPP = UPT / XP,          /* weight units per part */
         XROWS_OFF = W_BYTES + SC_BYTES + 2 * NSUB * XB_BYTES,
-        SMEM = XROWS_OFF + NT * 8,
+        TOT_OFF = XROWS_OFF + NT * 8,
+        /* the quarter sums of run() above NT = 32, [element][thread], where
+         * they leave the number of blocks a multiprocessor holds as it is */
+        TOT_ALL = TC_MT * NT / 2 * TC_THREADS * 4,
+        TOT_BYTES = NT > 32 && TC_SMEM_SM / (TOT_OFF + TOT_ALL + 1024) == TC_SMEM_SM / (TOT_OFF + 1024) ? TOT_ALL : 0,
+        SMEM = TOT_OFF + TOT_BYTES,
     };
+    static_assert(XOPS % XP == 0 && UPT % XP == 0, "a stage splits into parts of whole units");
+};
+
+/* The sum of the finished quarters in run(), element i of a thread:
+ * registers up to NT = 32; above, shared memory at TOT_OFF (TOT_BYTES > 0)
+ * or else local memory (volatile keeps either out of registers). */
+template <int NT, int TOT_OFF, int TOT_BYTES> struct tc_tot {
+    static constexpr int N = TC_MT * NT / 2;
+    float reg[NT > 32 ? 1 : N];
+    volatile float loc[NT > 32 && TOT_BYTES == 0 ? N : 1];
+
+    __device__ __forceinline__ volatile float *shared(uint8_t *smem) const
+    {
+        return (volatile float *)(smem + TOT_OFF) + threadIdx.x;
+    }
+    __device__ __forceinline__ float get(uint8_t *smem, int i) const
+    {
+        if constexpr (NT <= 32)
+            return reg[i];
+        else if constexpr (TOT_BYTES > 0)
+            return shared(smem)[i * TC_THREADS];
+        else
+            return loc[i];
+    }
+    __device__ __forceinline__ void set(uint8_t *smem, int i, float v)
+    {
+        if constexpr (NT <= 32)
+            reg[i] = v;
+        else if constexpr (TOT_BYTES > 0)
+            shared(smem)[i * TC_THREADS] = v;
+        else
+            loc[i] = v;
+    }
 };
 
 /* The 128 weight rows of a block: slot r reads row base[r/64] + r%64 of
@@ -309,13 +370,13 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
         }
     }
 
-    /* Loads this thread's pieces of the x columns of block stage i. */
-    __device__ __forceinline__ void x_load(int i, int per_q, float (&xv)[G::XOPS][8]) const
+    /* Loads this thread's pieces of part p of the x columns of block stage i. */
+    __device__ __forceinline__ void x_load(int i, int per_q, int p, float (&xv)[G::XOPP][8]) const
     {
         constexpr int OPS = NT * G::S / 8; /* per sub-stage */
 #pragma unroll
-        for (int j = 0; j < G::XOPS; j++) {
-            const int o = threadIdx.x + j * TC_THREADS, q = o / OPS, rest = o % OPS;
+        for (int j = 0; j < G::XOPP; j++) {
+            const int o = threadIdx.x + (p * G::XOPP + j) * TC_THREADS, q = o / OPS, rest = o % OPS;
             const int n = rest / (G::S / 8), p = (rest % (G::S / 8)) * 8;
             const float *xr = o < NSUB * OPS ? xrows[n] : NULL;
             const int col = stage_of(i, q, per_q) * G::S + p;
@@ -331,15 +392,15 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
         }
     }
 
-    /* Stores the pieces as bf16 into x buffer b in the stage's permuted order:
-     * entry (k-step ks, token n, thread column c) holds the 4 values that
-     * thread c's B fragment for ks needs. */
-    __device__ __forceinline__ void x_store(int b, const float (&xv)[G::XOPS][8]) const
+    /* Stores the pieces of part p as bf16 into x buffer b in the stage's
+     * permuted order: entry (k-step ks, token n, thread column c) holds the 4
+     * values that thread c's B fragment for ks needs. */
+    __device__ __forceinline__ void x_store(int b, int p, const float (&xv)[G::XOPP][8]) const
     {
         constexpr int OPS = NT * G::S / 8;
 #pragma unroll
-        for (int j = 0; j < G::XOPS; j++) {
-            const int o = threadIdx.x + j * TC_THREADS;
+        for (int j = 0; j < G::XOPP; j++) {
+            const int o = threadIdx.x + (p * G::XOPP + j) * TC_THREADS;
             if (G::XOPS * TC_THREADS > NSUB * OPS && o >= NSUB * OPS)
                 continue;
             const int q = o / OPS, rest = o % OPS;
@@ -378,6 +439,17 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
         }
     }
 
+    /* All of block stage i's x into buffer 0 (the first stage, before the loop). */
+    __device__ __forceinline__ void x_stage(int i, int per_q) const
+    {
+#pragma unroll
+        for (int p = 0; p < G::XP; p++) {
+            float xv[G::XOPP][8];
+            x_load(i, per_q, p, xv);
+            x_store(0, p, xv);
+        }
+    }
+
     /* FP8: this thread's four block-scale bytes for stage st (rows g, g+8 of
      * both tiles; 0 past the rows or the stages). */
     __device__ __forceinline__ void fp8_scales(int st, int nst, uint32_t (&s)[TC_MT][2]) const
@@ -401,16 +473,18 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
         return SPLIT ? 32 * warp + 16 * t : 64 * t + 16 * warp;
     }
 
-    /* One stage of this warp: acc[t][nt] += W_tile(t) . x_tile(nt) over its
-     * KS k-steps, from weight buffer b and x sub-buffer xb. */
+    /* Part p of one stage of this warp: acc[t][nt] += W_tile(t) . x_tile(nt)
+     * over the k-steps of units p*UPP .. (p+1)*UPP - 1, from weight buffer b
+     * and x sub-buffer xb. */
     template <bool BIG>
-    __device__ __forceinline__ void compute(int b, const uint8_t *xb, const uint32_t (&fs)[TC_MT][2],
+    __device__ __forceinline__ void compute(int b, const uint8_t *xb, const uint32_t (&fs)[TC_MT][2], int p,
                                             float (&acc)[TC_MT][NT / 8][4]) const
     {
         const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
         const uint8_t *wb = wbuf(b), *sb = sbuf(b);
 #pragma unroll
-        for (int u = 0; u < G::UPT; u++) {
+        for (int uu = 0; uu < G::UPP; uu++) {
+            const int u = p * G::UPP + uu;
             uint4 raw[TC_MT][2];
             uint32_t m1[TC_MT][2], m2[TC_MT][2];
 #pragma unroll
@@ -481,13 +555,14 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
         return __any_sync(0xffffffffu, big);
     }
 
-    __device__ __forceinline__ void compute_stage(int b, const uint8_t *xb, const uint32_t (&fs)[TC_MT][2],
-                                                  float (&acc)[TC_MT][NT / 8][4]) const
+    /* Part p of a stage (big: stage_big of its buffer). */
+    __device__ __forceinline__ void compute_part(bool big, int b, const uint8_t *xb, const uint32_t (&fs)[TC_MT][2],
+                                                 int p, float (&acc)[TC_MT][NT / 8][4]) const
     {
-        if (stage_big(b, fs))
-            compute<true>(b, xb, fs, acc);
+        if (big)
+            compute<true>(b, xb, fs, p, acc);
         else
-            compute<false>(b, xb, fs, acc);
+            compute<false>(b, xb, fs, p, acc);
     }
 
     static __device__ __forceinline__ void zero(float (&acc)[TC_MT][NT / 8][4])
@@ -511,7 +586,7 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
         constexpr int ST = G::STAGES;
         const int nst = (C + G::S - 1) / G::S;
         const int per_q = (nst + KQ - 1) / KQ;
-        float tot[TC_MT][NT / 8][4]; /* sum of the finished quarters (KQ > 1) */
+        tc_tot<NT, G::TOT_OFF, G::TOT_BYTES> tot; /* the sum of the finished quarters (KQ > 1) */
         zero(acc);
         __syncthreads(); /* xrows written by the caller */
 #pragma unroll
@@ -521,13 +596,9 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
             tc_commit();
         }
         uint32_t fs[TC_MT][2] = {{0, 0}, {0, 0}}, fsn[TC_MT][2] = {{0, 0}, {0, 0}};
-        {
-            float xv[G::XOPS][8];
-            x_load(0, 1, xv);
-            x_store(0, xv);
-            if (SCALED && FMT != CW_MXFP4)
-                fp8_scales(0, nst, fs);
-        }
+        x_stage(0, 1);
+        if (SCALED && FMT != CW_MXFP4)
+            fp8_scales(0, nst, fs);
         for (int s = 0; s < nst; s++) {
             tc_wait<ST - 2>();
             __syncthreads();
@@ -535,9 +606,9 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
                 load_stage(s + ST - 1, (s + ST - 1) % ST, 1);
             tc_commit();
             const bool more = s + 1 < nst;
-            float xv[G::XOPS][8];
+            float xv[G::XOPP][8];
             if (more) {
-                x_load(s + 1, 1, xv);
+                x_load(s + 1, 1, 0, xv);
                 if (SCALED && FMT != CW_MXFP4)
                     fp8_scales(s + 1, nst, fsn);
             }
@@ -548,13 +619,21 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
                     for (int nt = 0; nt < NT / 8; nt++)
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
-                            tot[t][nt][e] = s == per_q ? acc[t][nt][e] : tot[t][nt][e] + acc[t][nt][e];
+                            const int i = (t * (NT / 8) + nt) * 4 + e;
+                            tot.set(smem, i, s == per_q ? acc[t][nt][e] : tot.get(smem, i) + acc[t][nt][e]);
                             acc[t][nt][e] = 0.0f;
                         }
             }
-            compute_stage(s % ST, xbuf(s & 1), fs, acc);
+            const bool big = stage_big(s % ST, fs);
+#pragma unroll 1
+            for (int p = 0; p < G::XP; p++) { /* part p of x of stage s + 1 moves while part p of stage s computes */
+                if (more && p > 0)
+                    x_load(s + 1, 1, p, xv);
+                compute_part(big, s % ST, xbuf(s & 1), fs, p, acc);
+                if (more)
+                    x_store((s + 1) & 1, p, xv);
+            }
             if (more) {
-                x_store((s + 1) & 1, xv);
 #pragma unroll
                 for (int t = 0; t < TC_MT; t++)
                     fs[t][0] = fsn[t][0], fs[t][1] = fsn[t][1];
@@ -568,7 +647,7 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
                 for (int nt = 0; nt < NT / 8; nt++)
 #pragma unroll
                     for (int e = 0; e < 4; e++)
-                        acc[t][nt][e] = tot[t][nt][e] + acc[t][nt][e];
+                        acc[t][nt][e] = tot.get(smem, (t * (NT / 8) + nt) * 4 + e) + acc[t][nt][e];
         }
     }
 
@@ -589,14 +668,11 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
                 load_stage(i, i, per_q);
             tc_commit();
         }
+        static_assert(G::XP == 1, "the split variant stages x one whole stage ahead");
         uint32_t fs[TC_MT][2] = {{0, 0}, {0, 0}}, fsn[TC_MT][2] = {{0, 0}, {0, 0}};
-        {
-            float xv[G::XOPS][8];
-            x_load(0, per_q, xv);
-            x_store(0, xv);
-            if (SCALED && FMT != CW_MXFP4)
-                fp8_scales(stage_of(0, warp, per_q), nst, fs);
-        }
+        x_stage(0, per_q);
+        if (SCALED && FMT != CW_MXFP4)
+            fp8_scales(stage_of(0, warp, per_q), nst, fs);
         for (int i = 0; i < per_q; i++) {
             tc_wait<ST - 2>();
             __syncthreads();
@@ -604,16 +680,16 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
                 load_stage(i + ST - 1, (i + ST - 1) % ST, per_q);
             tc_commit();
             const bool more = i + 1 < per_q;
-            float xv[G::XOPS][8];
+            float xv[G::XOPP][8];
             if (more) {
-                x_load(i + 1, per_q, xv);
+                x_load(i + 1, per_q, 0, xv);
                 if (SCALED && FMT != CW_MXFP4)
                     fp8_scales(stage_of(i + 1, warp, per_q), nst, fsn);
             }
             if (stage_of(i, warp, per_q) < nst) /* warp-uniform */
-                compute_stage(i % ST, xbuf(i & 1) + warp * G::XB_BYTES, fs, acc);
+                compute_part(stage_big(i % ST, fs), i % ST, xbuf(i & 1) + warp * G::XB_BYTES, fs, 0, acc);
             if (more) {
-                x_store((i + 1) & 1, xv);
+                x_store((i + 1) & 1, 0, xv);
 #pragma unroll
                 for (int t = 0; t < TC_MT; t++)
                     fs[t][0] = fsn[t][0], fs[t][1] = fsn[t][1];
