@@ -75,6 +75,11 @@ static void test_inspect_golden(void **state)
     assert_non_null(strstr(r.out, "tensors: 657"));
     assert_non_null(strstr(r.out, "no YaRN"));
     tr_free(&r);
+    /* the several-GPU plan: 16 experts and 1024 head rows over 2 GPUs */
+    run_ok((const char *[]){"inspect", "--model", dir, "--gpus", "2", NULL}, &r);
+    assert_non_null(strstr(r.out, "rank 0: experts [0, 8), head rows [0, 512)"));
+    assert_non_null(strstr(r.out, "rank 1: experts [8, 16), head rows [512, 1024)"));
+    tr_free(&r);
     snprintf(dir, sizeof dir, "%s/model", tu_golden("rates"));
     run_ok((const char *[]){"inspect", "--model", dir, NULL}, &r);
     check_schedule(r.out, (const int[]){4, 128, 4, 0}, 4, 128, 1);
@@ -87,6 +92,8 @@ static void test_usage_errors(void **state)
     (void)state;
     RUN_FAILS(((const char *[]){"inspect", NULL}), "--model");
     RUN_FAILS(((const char *[]){"inspect", "--bogus", NULL}), "--bogus");
+    RUN_FAILS(((const char *[]){"inspect", "--model", "x", "--gpus", "0", NULL}), "1 to 8");
+    RUN_FAILS(((const char *[]){"inspect", "--model", "x", "--gpus", "2x", NULL}), "'2x'");
     RUN_FAILS(((const char *[]){"inspect", "--model", "/nonexistent/model", NULL}), "/nonexistent/model");
     RUN_FAILS(((const char *[]){"no-such-command", NULL}), "no-such-command");
 }

@@ -1,12 +1,35 @@
-/* `v4serve inspect --model DIR`: config summary, per-layer schedule,
- * parameters and bytes by dtype, KV-cache bytes per token. */
+/* `v4serve inspect --model DIR [--gpus N]`: config summary, per-layer
+ * schedule, parameters and bytes by dtype, KV-cache bytes per token, and
+ * with --gpus the weights each of N GPUs would hold (model/partition.h). */
 #include <stdio.h>
 #include <string.h>
+
+#include <stdlib.h>
 
 #include "cli/commands.h"
 #include "formats/safetensors.h"
 #include "model/config.h"
+#include "model/partition.h"
 #include "model/weights.h"
+
+/* The share of each of `world` GPUs; 0, or 1 after printing why not. */
+static int print_partition(const v4_config *c, v4_weights *w, int world)
+{
+    printf("%d GPUs: routed experts split by rank, head split by vocabulary rows, the rest on every GPU\n", world);
+    for (int r = 0; r < world; r++) {
+        v4_partition p;
+        v4_err err;
+        if (partition_plan(c, world, r, &p, &err)) {
+            fprintf(stderr, "inspect: %s\n", err.msg);
+            return 1;
+        }
+        const size_t bytes = partition_weight_bytes(w, &p);
+        printf("  rank %d: experts [%lld, %lld), head rows [%lld, %lld), %zu bytes of weights (%.2f GB)\n", r,
+               (long long)p.expert_begin, (long long)p.expert_end, (long long)p.vocab_begin,
+               (long long)p.vocab_end, bytes, bytes / 1e9);
+    }
+    return 0;
+}
 
 static void print_schedule(const v4_config *c)
 {
@@ -25,11 +48,23 @@ static void print_schedule(const v4_config *c)
 int cmd_inspect(int argc, char **argv)
 {
     const char *dir = NULL;
+    int gpus = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
             dir = argv[++i];
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: v4serve inspect --model DIR\n");
+        } else if (strcmp(argv[i], "--gpus") == 0 && i + 1 < argc) {
+            char *end;
+            const long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 1 || v > V4_MAX_GPUS) {
+                fprintf(stderr, "inspect: --gpus takes a number of GPUs from 1 to %d, not '%s'\n", V4_MAX_GPUS,
+                        argv[i]);
+                return 2;
+            }
+            gpus = (int)v;
+        } else if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: v4serve inspect --model DIR [--gpus N]\n"
+                   "  --gpus N   also the weights each of N GPUs of one host would hold (1..%d)\n",
+                   V4_MAX_GPUS);
             return 0;
         } else {
             fprintf(stderr, "inspect: unknown option '%s'\n", argv[i]);
@@ -99,7 +134,8 @@ int cmd_inspect(int argc, char **argv)
            "plus %lld bytes per sequence for the %lld-token windows (FP8)\n",
            cfg_kv_bytes_per_token(&c, 1), cfg_kv_bytes_per_token(&c, 2), (long long)cfg_kv_fixed_bytes(&c, 1),
            (long long)c.window);
+    const int rc = gpus ? print_partition(&c, &w, gpus) : 0;
     weights_free(&w);
     st_close(a);
-    return 0;
+    return rc;
 }
