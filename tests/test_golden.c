@@ -35,15 +35,24 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The checkpoint folder of golden model `model_name` into model, and the
+ * golden file of `golden_name` into g. */
+static void load_golden(const char *model_name, const char *golden_name, char model[4096], golden *g)
+{
+    char gpath[4096];
+    v4_err err;
+    snprintf(model, 4096, "%s/model", tu_golden(model_name));
+    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", tu_golden(golden_name));
+    if (golden_load(gpath, g, &err))
+        fail_msg("golden_load: %s", err.msg);
+}
+
 static void check_model(const char *name, int64_t want_greedy)
 {
-    char model[4096], gpath[4096];
-    snprintf(model, sizeof model, "%s/model", tu_golden(name));
-    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", tu_golden(name));
-    v4_err err;
+    char model[4096];
     golden g;
-    if (golden_load(gpath, &g, &err))
-        fail_msg("golden_load: %s", err.msg);
+    load_golden(name, name, model, &g);
+    v4_err err;
     assert_int_equal(g.n_tokens - g.prompt_len, want_greedy);
     v4_backend *be;
     if (backend_cpu_create(2, DT_F8_E4M3, &be, &err))
@@ -86,13 +95,10 @@ static void test_golden_rates(void **state) { check_model("rates", 16); }
  * same bits as in the OCP run: the same max |diff| from the golden file. */
 static void check_model_fnuz(const char *name)
 {
-    char model[4096], gpath[4096];
-    snprintf(model, sizeof model, "%s/model", tu_golden(name));
-    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", tu_golden(name));
-    v4_err err;
+    char model[4096];
     golden g;
-    if (golden_load(gpath, &g, &err))
-        fail_msg("golden_load: %s", err.msg);
+    load_golden(name, name, model, &g);
+    v4_err err;
     golden_result r[2];
     const dtype_t dialects[2] = {DT_F8_E4M3, DT_F8_E4M3FNUZ};
     for (int k = 0; k < 2; k++) {
@@ -117,13 +123,10 @@ static void test_golden_fnuz_rates(void **state) { check_model_fnuz("rates"); }
 /* A golden file that does not fit the model is refused with a message. */
 static void test_golden_vocab_mismatch(void **state)
 {
-    char model[4096], gpath[4096];
-    snprintf(model, sizeof model, "%s/model", tu_golden("tiny"));
-    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", tu_golden("rates"));
-    v4_err err;
+    char model[4096];
     golden g;
-    if (golden_load(gpath, &g, &err))
-        fail_msg("golden_load: %s", err.msg);
+    load_golden("tiny", "rates", model, &g);
+    v4_err err;
     v4_backend *be;
     if (backend_cpu_create(2, DT_F8_E4M3, &be, &err))
         fail_msg("backend_cpu_create: %s", err.msg);

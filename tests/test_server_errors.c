@@ -383,31 +383,6 @@ static void api_key(void **state)
     assert_int_equal(th_stop(&ks), 0);
 }
 
-typedef struct async_req {
-    int port;
-    const char *body;
-    th_resp r;
-    int rc;
-} async_req;
-
-static void *run_async(void *p)
-{
-    async_req *a = p;
-    a->rc = th_http(a->port, "POST", CMPL, NULL, a->body, &a->r);
-    return NULL;
-}
-
-static bool wait_metric(int port, const char *name, double want, double timeout_s)
-{
-    double t0 = th_now();
-    while (th_now() - t0 < timeout_s) {
-        if (th_metric(port, name) == want)
-            return true;
-        th_sleep_ms(20);
-    }
-    return false;
-}
-
 /* One running sequence, one waiting, --max-waiting 1: the next is a 429;
  * once the runner goes away, the waiting one completes. */
 static void queue_full(void **state)
@@ -418,11 +393,11 @@ static void queue_full(void **state)
     int fd = th_connect(qs.port);
     const char *slow = "{\"prompt\": [5, 6, 7], \"max_tokens\": 4000, \"ignore_eos\": true, \"stream\": true}";
     assert_int_equal(th_send_request(fd, "POST", CMPL, NULL, slow, strlen(slow)), 0);
-    assert_true(wait_metric(qs.port, "v4serve_num_requests_running", 1, 30));
-    async_req b = {.port = qs.port, .body = "{\"prompt\": [5, 6], \"max_tokens\": 3}"};
+    assert_true(th_wait_metric(qs.port, "v4serve_num_requests_running", 1, false, 30));
+    th_async_req b = {.port = qs.port, .body = "{\"prompt\": [5, 6], \"max_tokens\": 3}"};
     pthread_t t;
-    pthread_create(&t, NULL, run_async, &b);
-    assert_true(wait_metric(qs.port, "v4serve_num_requests_waiting", 1, 30));
+    pthread_create(&t, NULL, th_post_async, &b);
+    assert_true(th_wait_metric(qs.port, "v4serve_num_requests_waiting", 1, false, 30));
     post_expect(qs.port, CMPL, "{\"prompt\": [5], \"max_tokens\": 3}", 429, NULL, "rate_limit_exceeded", NULL);
     post_expect(qs.port, CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"the\"}]}", 400, NULL, NULL, NULL);
     close(fd); /* the runner's client leaves: its request is cancelled */

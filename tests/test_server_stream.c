@@ -184,29 +184,6 @@ static void concurrent_streams(void **state)
     assert_int_equal(th_stop(&s), 0);
 }
 
-/* Waits until the metric equals want, or is at least want. */
-static bool wait_metric(int port, const char *name, double want, double timeout_s)
-{
-    double t0 = th_now();
-    while (th_now() - t0 < timeout_s) {
-        if (th_metric(port, name) == want)
-            return true;
-        th_sleep_ms(20);
-    }
-    return false;
-}
-
-static bool wait_metric_at_least(int port, const char *name, double want, double timeout_s)
-{
-    double t0 = th_now();
-    while (th_now() - t0 < timeout_s) {
-        if (th_metric(port, name) >= want)
-            return true;
-        th_sleep_ms(20);
-    }
-    return false;
-}
-
 /* Reads from fd until `count` SSE events have arrived (or 30 s pass). */
 static int read_events(int fd, int count)
 {
@@ -243,11 +220,11 @@ static void disconnect_frees(void **state)
         if (round == 0)
             assert_true(read_events(fd, 5) >= 5); /* mid-stream */
         else
-            assert_true(wait_metric(s.port, "v4serve_num_requests_running", 1, 30)); /* non-streaming, waiting */
+            assert_true(th_wait_metric(s.port, "v4serve_num_requests_running", 1, false, 30)); /* non-streaming, waiting */
         assert_true(th_metric(s.port, "v4serve_num_requests_running") == 1);
-        assert_true(wait_metric_at_least(s.port, "v4serve_kv_cache_blocks_used", 1, 10));
+        assert_true(th_wait_metric(s.port, "v4serve_kv_cache_blocks_used", 1, true, 10));
         close(fd);
-        if (!wait_metric(s.port, "v4serve_num_requests_running", 0, 10))
+        if (!th_wait_metric(s.port, "v4serve_num_requests_running", 0, false, 10))
             fail_msg("round %d: the request still runs after its client left", round);
         assert_true(th_metric(s.port, "v4serve_request_finished_total{reason=\"cancelled\"}") == round + 1);
         /* The engine refreshes its KV gauge only at the end of a step that
@@ -258,24 +235,10 @@ static void disconnect_frees(void **state)
         assert_int_equal(th_http(s.port, "POST", "/v1/completions", NULL, "{\"prompt\":[5],\"max_tokens\":1}", &r), 0);
         assert_int_equal(r.status, 200);
         th_resp_free(&r);
-        assert_true(wait_metric(s.port, "v4serve_kv_cache_blocks_used", 0, 5));
+        assert_true(th_wait_metric(s.port, "v4serve_kv_cache_blocks_used", 0, false, 5));
         assert_true(th_metric(s.port, "v4serve_num_requests_running") == 0);
     }
     assert_int_equal(th_stop(&s), 0);
-}
-
-typedef struct async_req {
-    int port;
-    const char *body;
-    th_resp r;
-    int rc;
-} async_req;
-
-static void *run_async(void *p)
-{
-    async_req *a = p;
-    a->rc = th_http(a->port, "POST", "/v1/completions", NULL, a->body, &a->r);
-    return NULL;
 }
 
 static void sigterm(void **state)
@@ -284,14 +247,14 @@ static void sigterm(void **state)
     const char *args[] = {"--max-model-len", "4096", "--shutdown-timeout", "3", NULL};
     assert_int_equal(th_start(&s, tiny_dir, args), 0);
     int idle = th_connect(s.port); /* accepted before the signal */
-    async_req lng = {.port = s.port,
+    th_async_req lng = {.port = s.port,
                      .body = "{\"prompt\":[5,6,7],\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true}"};
-    async_req shrt = {.port = s.port, .body = "{\"prompt\":[8,9],\"max_tokens\":12,\"ignore_eos\":true}"};
+    th_async_req shrt = {.port = s.port, .body = "{\"prompt\":[8,9],\"max_tokens\":12,\"ignore_eos\":true}"};
     pthread_t tl, ts;
-    pthread_create(&tl, NULL, run_async, &lng);
-    assert_true(wait_metric(s.port, "v4serve_num_requests_running", 1, 30));
-    pthread_create(&ts, NULL, run_async, &shrt);
-    assert_true(wait_metric(s.port, "v4serve_num_requests_running", 2, 30));
+    pthread_create(&tl, NULL, th_post_async, &lng);
+    assert_true(th_wait_metric(s.port, "v4serve_num_requests_running", 1, false, 30));
+    pthread_create(&ts, NULL, th_post_async, &shrt);
+    assert_true(th_wait_metric(s.port, "v4serve_num_requests_running", 2, false, 30));
     double t0 = th_now();
     kill(s.pid, SIGTERM);
     th_sleep_ms(300);

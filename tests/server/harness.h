@@ -499,4 +499,34 @@ TH_UNUSED static double th_metric(int port, const char *name)
     return v;
 }
 
+/* Polls /metrics until the metric equals want (at_least: is at least
+ * want); false after timeout_s. */
+TH_UNUSED static bool th_wait_metric(int port, const char *name, double want, bool at_least, double timeout_s)
+{
+    double t0 = th_now();
+    while (th_now() - t0 < timeout_s) {
+        const double v = th_metric(port, name);
+        if (at_least ? v >= want : v == want)
+            return true;
+        th_sleep_ms(20);
+    }
+    return false;
+}
+
+/* A POST of `body` to /v1/completions from another thread:
+ * pthread_create(&t, NULL, th_post_async, &req), then join and read r, rc. */
+typedef struct th_async_req {
+    int port;
+    const char *body;
+    th_resp r;
+    int rc;
+} th_async_req;
+
+TH_UNUSED static void *th_post_async(void *p)
+{
+    th_async_req *a = p;
+    a->rc = th_http(a->port, "POST", "/v1/completions", NULL, a->body, &a->r);
+    return NULL;
+}
+
 #endif
