@@ -132,13 +132,14 @@ $(CUDA_BUILD)/gpu-tests: $(GPU_TEST_OBJ) $(CUDA_LIB)
 # Debian's clang and HIP headers, for gfx942, into build-hip/<name>.s (no
 # AMD GPU needed: nothing runs) and fails on any error or when the output is
 # not gfx942 code. The NVIDIA-only fast paths (tensor-core GEMM and
-# attention: mma.sync, ldmatrix, cp.async) are not HIP sources. HIP marks
-# hipError_t nodiscard; cleanup paths ignore it as they do on CUDA. clang
+# attention: mma.sync, ldmatrix, cp.async; the cuBLASLt linear layers) are
+# not HIP sources. HIP marks hipError_t nodiscard; cleanup paths ignore it
+# as they do on CUDA. clang
 # reports `#pragma unroll` loops that leave early (mhc.cu) as not unrolled.
 HIP_CLANG   ?= clang++-19
 HIP_ARCH    ?= gfx942
 HIP_BUILD   ?= build-hip
-HIP_EXCLUDE := src/backend/cuda/gemm_tc.cu src/backend/cuda/attention_tc.cu
+HIP_EXCLUDE := src/backend/cuda/gemm_tc.cu src/backend/cuda/attention_tc.cu src/backend/cuda/blas.cu
 HIP_SRC     := $(filter-out $(HIP_EXCLUDE),$(CU_SRC))
 HIP_ASM     := $(HIP_SRC:src/backend/cuda/%.cu=$(HIP_BUILD)/%.s)
 HIP_CHECK_FLAGS ?= -O2

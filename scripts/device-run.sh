@@ -78,7 +78,7 @@ tap_result() { # LOG -> "passed/failed" detail from the TAP summary line
 }
 
 echo "== gpu-tests"
-timed 260 "$OUT/gpu-tests.log" $B/gpu-tests
+timed 360 "$OUT/gpu-tests.log" $B/gpu-tests
 grep -E '^(ok|not ok) ' "$OUT/gpu-tests.log"
 grep -E '^# FAIL' "$OUT/gpu-tests.log" | head -20
 if [ "$RC" -eq 125 ]; then row gpu-tests SKIP 0 "no time left"; else
@@ -160,9 +160,14 @@ else
         lim=110
         [ $tool = racecheck ] && lim=90
         only=linear_formats,embed,rmsnorm,rope,mhc,elementwise,moe,sample,attn_state_quick
+        skip=none
         [ $tool = memcheck ] && only=$only,graph_vs_eager
+        # racecheck reports hazards inside cuBLASLt's own Hopper kernels
+        # (nvjet_sm90_*: shared memory ordered by asynchronous barriers it
+        # does not model); blas.cu's kernels use no shared memory
+        [ $tool = racecheck ] && skip=blas
         timed $lim "$OUT/$tool.log" "$SAN" --tool $tool --error-exitcode 99 \
-            $B/gpu-tests --quick --only $only
+            $B/gpu-tests --quick --only $only --skip $skip
         errs=$(grep -E '=========.*(ERROR SUMMARY|RACECHECK SUMMARY)' "$OUT/$tool.log" | tail -1)
         if [ "$RC" -eq 125 ]; then row "$tool" SKIP 0 "no time left"; continue; fi
         [ "$RC" -eq 0 ] && r=PASS || r=FAIL

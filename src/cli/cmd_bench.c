@@ -10,6 +10,9 @@
 #include "cli/cli_common.h"
 #include "cli/commands.h"
 #include "tools/bench.h"
+#ifdef V4_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 static void usage(FILE *f)
 {
@@ -128,6 +131,13 @@ int cmd_bench(int argc, char **argv)
            (long long)m->cfg.n_layers, o.full_layers);
     printf("measured: copy %.0f GB/s (read+write), bf16 GEMM %.0f TFLOP/s, FP8 GEMM %.0f TFLOP/s [%s]\n",
            pk.copy_gbps, pk.bf16_tflops, pk.fp8_tflops, pk.how);
+#ifdef V4_HAVE_CUDA
+    if (strcmp(be->ops->name, "cuda") == 0) {
+        char how[256];
+        backend_cuda_describe_linear(be, how, sizeof how);
+        printf("linear layers: %s\n", how);
+    }
+#endif
     fflush(stdout);
     if (prefill_len > 0) {
         bench_prefill_result pr;

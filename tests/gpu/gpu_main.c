@@ -2,9 +2,10 @@
  * ("ok N - name" / "not ok N - name", diagnostics as "# ..."), ending with
  * "N passed, N failed"; exit status 0 only when all passed.
  *
- *   gpu-tests [--quick] [--only NAME[,NAME...]] [--model DIR] [--list]
+ *   gpu-tests [--quick] [--only NAME[,NAME...]] [--skip NAME[,NAME...]] [--model DIR] [--list]
  *     --quick   the small-shape subset (what compute-sanitizer runs)
  *     --only    run the tests whose names contain one of the given strings
+ *     --skip    leave out the tests whose names contain one of them
  *     --model   a full-dimension checkpoint for model_full_dims
  * Golden models are found under $V4_ROOT (default: the current directory). */
 #include <stdio.h>
@@ -48,6 +49,8 @@ static const gt_test TESTS[] = {
     {"tc_batch_invariance", test_tc_batch_invariance, true, false},
     {"tc_linear_real_dims", test_tc_linear_real_dims, false, false},
     {"tc_moe_real_dims", test_tc_moe_real_dims, false, false},
+    {"blas_linear_formats", test_blas_linear_formats, true, false},
+    {"blas_linear_real_dims", test_blas_linear_real_dims, false, false},
 };
 
 static bool selected(const char *name, const char *only)
@@ -64,7 +67,7 @@ static bool selected(const char *name, const char *only)
 
 int main(int argc, char **argv)
 {
-    const char *only = NULL;
+    const char *only = NULL, *skip = NULL;
     bool list = false;
     GT.root = getenv("V4_ROOT") && *getenv("V4_ROOT") ? getenv("V4_ROOT") : ".";
     for (int i = 1; i < argc; i++) {
@@ -74,10 +77,13 @@ int main(int argc, char **argv)
             list = true;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
+        else if (strcmp(argv[i], "--skip") == 0 && i + 1 < argc)
+            skip = argv[++i];
         else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
             GT.model_dir = argv[++i];
         else {
-            fprintf(stderr, "usage: gpu-tests [--quick] [--only NAME[,NAME...]] [--model DIR] [--list]\n");
+            fprintf(stderr, "usage: gpu-tests [--quick] [--only NAME[,NAME...]] [--skip NAME[,NAME...]] [--model DIR] "
+                            "[--list]\n");
             return 2;
         }
     }
@@ -85,7 +91,7 @@ int main(int argc, char **argv)
     int n = 0, passed = 0, failed = 0;
     for (size_t i = 0; i < sizeof TESTS / sizeof *TESTS; i++) {
         const gt_test *t = &TESTS[i];
-        if ((GT.quick && !t->quick) || !selected(t->name, only))
+        if ((GT.quick && !t->quick) || !selected(t->name, only) || (skip && selected(t->name, skip)))
             continue;
         if (list) {
             printf("%s\n", t->name);

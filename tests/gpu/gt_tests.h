@@ -27,5 +27,7 @@ void test_tc_linear_real_dims(void);
 void test_tc_moe_formats(void);
 void test_tc_moe_real_dims(void);
 void test_tc_batch_invariance(void);
+void test_blas_linear_formats(void);
+void test_blas_linear_real_dims(void);
 
 #endif

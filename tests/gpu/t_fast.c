@@ -2,7 +2,10 @@
  * layers and MoE experts) against the plain SIMT kernels (a second CUDA
  * backend created with V4_CUDA_PLAIN=1) and the CPU ops, on fresh random
  * inputs, every GPU output NaN-poisoned first so that a value the kernel
- * failed to write shows up.
+ * failed to write shows up. The tensor-core tests run with the cuBLASLt
+ * path off (V4_CUDA_BLAS=0); the blas_* tests check that path (bf16 copies
+ * of the weights, bf16 activations, fp32 accumulation: the same bounds as
+ * the tensor-core kernels) against the CPU and the tensor-core kernels.
  *
  * Bounds (max |got - ref| / max |ref|):
  *   fast vs CPU, fast vs plain: 1e-2 for linear layers and the real-size
@@ -46,21 +49,41 @@
 static int g_base;
 static bool failed_here(void) { return gt_failed() > g_base; }
 
-/* A CUDA backend on the tensor-core (plain false) or SIMT kernels; the
- * caller's V4_CUDA_PLAIN is restored afterwards. */
-static v4_backend *cuda_mode(dtype_t dialect, bool plain)
+/* Sets (or with NULL unsets) an environment variable; returns the old value (free it). */
+static char *swap_env(const char *name, const char *value)
 {
-    char *env = getenv("V4_CUDA_PLAIN") ? strdup(getenv("V4_CUDA_PLAIN")) : NULL;
-    if (plain)
-        setenv("V4_CUDA_PLAIN", "1", 1);
+    char *old = getenv(name) ? strdup(getenv(name)) : NULL;
+    if (value)
+        setenv(name, value, 1);
     else
-        unsetenv("V4_CUDA_PLAIN");
+        unsetenv(name);
+    return old;
+}
+
+static void restore_env(const char *name, char *old)
+{
+    if (old)
+        setenv(name, old, 1);
+    else
+        unsetenv(name);
+    free(old);
+}
+
+/* A CUDA backend on the SIMT kernels (plain), or on the tensor-core
+ * kernels with the cuBLASLt path for steps of at least blas_min tokens (0:
+ * path off, the kernels at every size); the caller's environment is
+ * restored afterwards. */
+static v4_backend *cuda_mode(dtype_t dialect, bool plain, int blas_min)
+{
+    char min[16];
+    snprintf(min, sizeof min, "%d", blas_min);
+    char *p = swap_env("V4_CUDA_PLAIN", plain ? "1" : NULL);
+    char *b = swap_env("V4_CUDA_BLAS", blas_min > 0 ? "1" : "0");
+    char *m = swap_env("V4_CUDA_BLAS_MIN_TOKENS", blas_min > 0 ? min : NULL);
     v4_backend *be = gt_cuda(dialect, "bf16", true);
-    if (env)
-        setenv("V4_CUDA_PLAIN", env, 1);
-    else
-        unsetenv("V4_CUDA_PLAIN");
-    free(env);
+    restore_env("V4_CUDA_PLAIN", p);
+    restore_env("V4_CUDA_BLAS", b);
+    restore_env("V4_CUDA_BLAS_MIN_TOKENS", m);
     return be;
 }
 
@@ -92,11 +115,13 @@ static double time_calls(v4_backend *be, call_fn f, void *ctx)
 {
     v4_err err;
     const double w0 = now_s();
-    for (int i = 0; i < 3; i++)
+    /* every call the graph will hold, once: whatever a call prepares on
+     * first use (the cuBLASLt path's bf16 weight copies) exists before capture */
+    for (int i = 0; i < T_CALLS; i++)
         f(be, ctx, i);
     if (!gt_sync(be, "timing warm-up"))
         return NAN;
-    const int calls = now_s() - w0 >= 3e-3 ? T_CALLS_SLOW : T_CALLS;
+    const int calls = now_s() - w0 >= T_CALLS * 1e-3 ? T_CALLS_SLOW : T_CALLS;
     void *graph = NULL;
     if (be->ops->capture_begin) {
         if (be->ops->capture_begin(be, &err)) {
@@ -184,41 +209,49 @@ static double time_linear(v4_backend *be, const v4_mat *hm, const float *xg, flo
  * 2048-token steps: wq_b, wo_a, wo_b at 256 tokens). */
 #define CPU_MACS_MAX (1LL << 33)
 
-static void check_linear(v4_backend *cpu, v4_backend *fast, v4_backend *plain, tu_rng *r, const lin_case *c)
+/* One case: fast (the backend under test) against the CPU, and against
+ * the plain kernels when `plain` is given, or the tensor-core kernels when
+ * `tc` is given (fast is then the cuBLASLt path); fast must differ from
+ * the other GPU path somewhere (the switch works). Timed cases time fast
+ * against that other path. */
+static void check_linear(v4_backend *cpu, v4_backend *fast, v4_backend *plain, v4_backend *tc, tu_rng *r,
+                         const lin_case *c)
 {
     char what[192];
     snprintf(what, sizeof what, "linear %s %lldx%lld groups %d n %d (%s)", fmt_name(c->fmt, c->dtype),
              (long long)c->rows, (long long)c->cols, c->groups, c->n, c->what);
+    v4_backend *other = plain ? plain : tc;
+    const char *oname = plain ? "plain" : "tc";
     v4_mat hm = gt_rand_mat(r, c->fmt, c->dtype, c->rows, c->cols, c->mag, "test.linear.weight");
     const bool nan_code = c->fmt == WF_FP8 && c->dtype == DT_F8_E4M3FNUZ && c->rows > 5 && c->cols > 7;
     if (nan_code) /* the fnuz NaN code: row 5's outputs are NaN on every path */
         ((uint8_t *)hm.data)[5 * c->cols + 7] = 0x80;
-    v4_mat mc = gt_upload_mat(cpu, &hm), mf = gt_upload_mat(fast, &hm), mp = gt_upload_mat(plain, &hm);
+    v4_mat mc = gt_upload_mat(cpu, &hm), mf = gt_upload_mat(fast, &hm), mo = gt_upload_mat(other, &hm);
     /* the CPU's tokens: all, or the first ncpu where that would pass CPU_MACS_MAX */
     const int64_t cpu_tok = CPU_MACS_MAX / (c->rows * c->cols) > 0 ? CPU_MACS_MAX / (c->rows * c->cols) : 1;
     const int ncpu = c->n <= cpu_tok ? c->n : (int)cpu_tok;
     const size_t nx = (size_t)c->n * c->groups * c->cols, ny = (size_t)c->n * c->rows, nyc = (size_t)ncpu * c->rows;
-    float *x = gt_randn(r, nx, 1.0f), *yc = gt_hostf(nyc), *yf = gt_hostf(ny), *yp = gt_hostf(ny);
-    float *xc = gt_up(cpu, x, nx * 4), *xf = gt_up(fast, x, nx * 4), *xp = gt_up(plain, x, nx * 4);
-    float *dc = gt_alloc(cpu, nyc * 4), *df = gt_nan(fast, ny), *dp = gt_nan(plain, ny);
-    if (mc.data && mf.data && mp.data && xc && xf && xp && dc && df && dp) {
+    float *x = gt_randn(r, nx, 1.0f), *yc = gt_hostf(nyc), *yf = gt_hostf(ny), *yo = gt_hostf(ny);
+    float *xc = gt_up(cpu, x, nx * 4), *xf = gt_up(fast, x, nx * 4), *xo = gt_up(other, x, nx * 4);
+    float *dc = gt_alloc(cpu, nyc * 4), *df = gt_nan(fast, ny), *dO = gt_nan(other, ny);
+    if (mc.data && mf.data && mo.data && xc && xf && xo && dc && df && dO) {
         cpu->ops->linear(cpu, dc, xc, ncpu, &mc, c->groups);
         fast->ops->linear(fast, df, xf, c->n, &mf, c->groups);
-        plain->ops->linear(plain, dp, xp, c->n, &mp, c->groups);
+        other->ops->linear(other, dO, xo, c->n, &mo, c->groups);
         gt_down(cpu, yc, dc, nyc * 4);
         gt_down(fast, yf, df, ny * 4);
-        gt_down(plain, yp, dp, ny * 4);
+        gt_down(other, yo, dO, ny * 4);
         char w2[256], sub[48] = "";
         if (ncpu < c->n)
             snprintf(sub, sizeof sub, " (first %d tokens)", ncpu);
         snprintf(w2, sizeof w2, "%s fast vs cpu%s", what, sub);
         gt_close_to(w2, yf, yc, nyc, 1e-2);
-        snprintf(w2, sizeof w2, "%s plain vs cpu%s", what, sub);
-        gt_close_to(w2, yp, yc, nyc, 1e-5);
-        snprintf(w2, sizeof w2, "%s fast vs plain", what);
-        gt_close_to(w2, yf, yp, ny, 1e-2);
-        if (same_bits(yf, yp, ny))
-            gt_fail("%s: fast and plain outputs are bitwise equal: V4_CUDA_PLAIN did not switch paths", what);
+        snprintf(w2, sizeof w2, "%s %s vs cpu%s", what, oname, sub);
+        gt_close_to(w2, yo, yc, nyc, plain ? 1e-5 : 1e-2);
+        snprintf(w2, sizeof w2, "%s fast vs %s", what, oname);
+        gt_close_to(w2, yf, yo, ny, 1e-2);
+        if (same_bits(yf, yo, ny))
+            gt_fail("%s: fast and %s outputs are bitwise equal: the paths did not switch", what, oname);
         if (nan_code)
             for (int t = 0; t < c->n; t++)
                 if (!isnan(yf[(size_t)t * c->rows + 5]) || (t < ncpu && !isnan(yc[(size_t)t * c->rows + 5]))) {
@@ -227,31 +260,37 @@ static void check_linear(v4_backend *cpu, v4_backend *fast, v4_backend *plain, t
                     break;
                 }
         if (c->timed && !failed_here()) {
-            const double tf = time_linear(fast, &hm, xf, df, c), tp = time_linear(plain, &hm, xp, dp, c);
+            const double tf = time_linear(fast, &hm, xf, df, c), to = time_linear(other, &hm, xo, dO, c);
             const double gb = (double)(mat_bytes(&hm) + mat_scale_bytes(&hm)) * 1e-9;
-            gt_note("TIME %-44s fast %9.2f us %7.1f GB/s | plain %9.2f us %7.1f GB/s | x%.2f", what, tf * 1e6,
-                    gb / tf, tp * 1e6, gb / tp, tp / tf);
+            gt_note("TIME %-44s %s %9.2f us %7.1f GB/s | %s %9.2f us %7.1f GB/s | x%.2f", what,
+                    tc ? "cublaslt" : "fast", tf * 1e6, gb / tf, oname, to * 1e6, gb / to, to / tf);
         }
     }
-    gt_free(cpu, xc), gt_free(cpu, dc), gt_free(fast, xf), gt_free(fast, df), gt_free(plain, xp), gt_free(plain, dp);
+    gt_free(cpu, xc), gt_free(cpu, dc), gt_free(fast, xf), gt_free(fast, df), gt_free(other, xo), gt_free(other, dO);
     cpu->ops->free_mat(cpu, &mc);
     fast->ops->free_mat(fast, &mf);
-    plain->ops->free_mat(plain, &mp);
+    other->ops->free_mat(other, &mo);
     gt_mat_free(&hm);
-    free(x), free(yc), free(yf), free(yp);
+    free(x), free(yc), free(yf), free(yo);
 }
 
-static void run_linear(const lin_case *cs, size_t n, dtype_t dialect, const char *test)
+/* blas_min 0: the tensor-core kernels against the plain ones; > 0: the
+ * cuBLASLt path from blas_min tokens against the tensor-core kernels. */
+static void run_linear(const lin_case *cs, size_t n, dtype_t dialect, const char *test, int blas_min)
 {
     tu_rng r = gt_rng(test);
     g_base = gt_failed();
-    v4_backend *cpu = gt_cpu(dialect), *fast = cuda_mode(dialect, false), *plain = cuda_mode(dialect, true);
-    if (cpu && fast && plain)
+    v4_backend *cpu = gt_cpu(dialect), *fast = cuda_mode(dialect, false, blas_min);
+    v4_backend *other = cuda_mode(dialect, blas_min == 0, 0);
+    char how[256];
+    if (fast && blas_min > 0 && !backend_cuda_describe_linear(fast, how, sizeof how))
+        gt_fail("%s: the cuBLASLt path is not on: %s", test, how);
+    else if (cpu && fast && other)
         for (size_t i = 0; i < n; i++)
-            check_linear(cpu, fast, plain, &r, &cs[i]);
+            check_linear(cpu, fast, blas_min == 0 ? other : NULL, blas_min > 0 ? other : NULL, &r, &cs[i]);
     gt_close(cpu);
     gt_close(fast);
-    gt_close(plain);
+    gt_close(other);
 }
 
 /* Every format at awkward shapes: rows not a multiple of the 128-row block
@@ -300,8 +339,8 @@ void test_tc_linear_formats(void)
         {WF_FP8, DT_F8_E4M3FNUZ, 3800, 203, 1, 257, 0.05f, "fnuz, tile 64, cols % 4 != 0", false},
         {WF_FP8, DT_F8_E4M3FNUZ, 9300, 256, 1, 65, 16384.0f, "fnuz, tile 64, slow scale path", false},
     };
-    run_linear(ocp, sizeof ocp / sizeof *ocp, DT_F8_E4M3, "tc_linear_formats");
-    run_linear(fnuz, sizeof fnuz / sizeof *fnuz, DT_F8_E4M3FNUZ, "tc_linear_formats_fnuz");
+    run_linear(ocp, sizeof ocp / sizeof *ocp, DT_F8_E4M3, "tc_linear_formats", 0);
+    run_linear(fnuz, sizeof fnuz / sizeof *fnuz, DT_F8_E4M3FNUZ, "tc_linear_formats_fnuz", 0);
 }
 
 /* The model's shapes (MODEL.md 1-2), at decode batch sizes and a 2048-token
@@ -337,7 +376,101 @@ void test_tc_linear_real_dims(void)
         {WF_PLAIN, DT_BF16, 129280, 4096, 1, 512, 0.05f, "head", true},
         {WF_PLAIN, DT_BF16, 129280, 4096, 1, 2048, 0.05f, "head", true},
     };
-    run_linear(cs, sizeof cs / sizeof *cs, DT_F8_E4M3, "tc_linear_real_dims");
+    run_linear(cs, sizeof cs / sizeof *cs, DT_F8_E4M3, "tc_linear_real_dims", 0);
+}
+
+/* ---- linear layers through cuBLASLt (blas.cu) ---- */
+
+/* The library path at awkward shapes: rows and columns off the 8-element
+ * (16-byte) grain, grouped products with odd group sizes, big block scales
+ * (the bf16 copy is exact), the fnuz NaN code (NaN in the copy and out). */
+void test_blas_linear_formats(void)
+{
+    static const lin_case ocp[] = {
+        {WF_FP8, DT_F8_E4M3, 300, 256, 1, 64, 0.05f, "partial row block", false},
+        {WF_FP8, DT_F8_E4M3, 257, 389, 1, 129, 0.05f, "cols % 8 != 0", false},
+        {WF_FP8, DT_F8_E4M3, 1024, 512, 4, 65, 0.05f, "grouped", false},
+        {WF_FP8, DT_F8_E4M3, 240, 200, 8, 70, 0.05f, "grouped, 30 rows per group", false},
+        {WF_FP8, DT_F8_E4M3, 300, 640, 1, 100, 16384.0f, "scales 2^7..2^9", false},
+        {WF_PLAIN, DT_BF16, 129, 203, 1, 129, 0.05f, "unaligned rows", false},
+        {WF_PLAIN, DT_BF16, 3800, 1024, 1, 257, 0.05f, "aligned", false},
+    };
+    static const lin_case fnuz[] = {
+        {WF_FP8, DT_F8_E4M3FNUZ, 300, 256, 1, 257, 0.05f, "fnuz, NaN code", false},
+        {WF_FP8, DT_F8_E4M3FNUZ, 9300, 256, 1, 65, 16384.0f, "fnuz, big scales", false},
+    };
+    run_linear(ocp, sizeof ocp / sizeof *ocp, DT_F8_E4M3, "blas_linear_formats", 64);
+    run_linear(fnuz, sizeof fnuz / sizeof *fnuz, DT_F8_E4M3FNUZ, "blas_linear_formats_fnuz", 64);
+}
+
+/* The model's shapes (MODEL.md 1-2) from 1 to 2048 tokens, every size on
+ * the library (threshold 1), timed against the tensor-core kernels: the
+ * timings are where the thresholds of blas.cu come from. */
+void test_blas_linear_real_dims(void)
+{
+    static const lin_case cs[] = {
+        {WF_FP8, DT_F8_E4M3, 1024, 4096, 1, 1, 0.05f, "wq_a", true},
+        {WF_FP8, DT_F8_E4M3, 1024, 4096, 1, 8, 0.05f, "wq_a", true},
+        {WF_FP8, DT_F8_E4M3, 1024, 4096, 1, 64, 0.05f, "wq_a", true},
+        {WF_FP8, DT_F8_E4M3, 1024, 4096, 1, 256, 0.05f, "wq_a", true},
+        {WF_FP8, DT_F8_E4M3, 32768, 1024, 1, 1, 0.05f, "wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 32768, 1024, 1, 8, 0.05f, "wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 32768, 1024, 1, 16, 0.05f, "wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 32768, 1024, 1, 32, 0.05f, "wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 32768, 1024, 1, 64, 0.05f, "wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 32768, 1024, 1, 128, 0.05f, "wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 32768, 1024, 1, 256, 0.05f, "wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 32768, 1024, 1, 2048, 0.05f, "wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 512, 4096, 1, 1, 0.05f, "wkv", true},
+        {WF_FP8, DT_F8_E4M3, 512, 4096, 1, 8, 0.05f, "wkv", true},
+        {WF_FP8, DT_F8_E4M3, 512, 4096, 1, 64, 0.05f, "wkv", true},
+        {WF_FP8, DT_F8_E4M3, 512, 4096, 1, 256, 0.05f, "wkv", true},
+        {WF_FP8, DT_F8_E4M3, 8192, 4096, 8, 1, 0.05f, "wo_a, 8 groups", true},
+        {WF_FP8, DT_F8_E4M3, 8192, 4096, 8, 8, 0.05f, "wo_a, 8 groups", true},
+        {WF_FP8, DT_F8_E4M3, 8192, 4096, 8, 64, 0.05f, "wo_a, 8 groups", true},
+        {WF_FP8, DT_F8_E4M3, 8192, 4096, 8, 256, 0.05f, "wo_a, 8 groups", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 8192, 1, 1, 0.05f, "wo_b", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 8192, 1, 8, 0.05f, "wo_b", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 8192, 1, 16, 0.05f, "wo_b", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 8192, 1, 32, 0.05f, "wo_b", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 8192, 1, 64, 0.05f, "wo_b", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 8192, 1, 128, 0.05f, "wo_b", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 8192, 1, 256, 0.05f, "wo_b", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 8192, 1, 2048, 0.05f, "wo_b", true},
+        {WF_FP8, DT_F8_E4M3, 2048, 4096, 1, 1, 0.05f, "shared w1", true},
+        {WF_FP8, DT_F8_E4M3, 2048, 4096, 1, 8, 0.05f, "shared w1", true},
+        {WF_FP8, DT_F8_E4M3, 2048, 4096, 1, 64, 0.05f, "shared w1", true},
+        {WF_FP8, DT_F8_E4M3, 2048, 4096, 1, 256, 0.05f, "shared w1", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 2048, 1, 1, 0.05f, "shared w2", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 2048, 1, 8, 0.05f, "shared w2", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 2048, 1, 64, 0.05f, "shared w2", true},
+        {WF_FP8, DT_F8_E4M3, 4096, 2048, 1, 256, 0.05f, "shared w2", true},
+        {WF_FP8, DT_F8_E4M3, 8192, 1024, 1, 1, 0.05f, "indexer wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 8192, 1024, 1, 8, 0.05f, "indexer wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 8192, 1024, 1, 64, 0.05f, "indexer wq_b", true},
+        {WF_FP8, DT_F8_E4M3, 8192, 1024, 1, 256, 0.05f, "indexer wq_b", true},
+        {WF_PLAIN, DT_BF16, 1024, 4096, 1, 1, 0.05f, "CSA compressor wkv", true},
+        {WF_PLAIN, DT_BF16, 1024, 4096, 1, 8, 0.05f, "CSA compressor wkv", true},
+        {WF_PLAIN, DT_BF16, 1024, 4096, 1, 64, 0.05f, "CSA compressor wkv", true},
+        {WF_PLAIN, DT_BF16, 1024, 4096, 1, 256, 0.05f, "CSA compressor wkv", true},
+        {WF_PLAIN, DT_BF16, 256, 4096, 1, 1, 0.05f, "indexer compressor wkv", true},
+        {WF_PLAIN, DT_BF16, 256, 4096, 1, 8, 0.05f, "indexer compressor wkv", true},
+        {WF_PLAIN, DT_BF16, 256, 4096, 1, 64, 0.05f, "indexer compressor wkv", true},
+        {WF_PLAIN, DT_BF16, 256, 4096, 1, 256, 0.05f, "indexer compressor wkv", true},
+        {WF_PLAIN, DT_BF16, 64, 4096, 1, 1, 0.05f, "indexer weights_proj", true},
+        {WF_PLAIN, DT_BF16, 64, 4096, 1, 8, 0.05f, "indexer weights_proj", true},
+        {WF_PLAIN, DT_BF16, 64, 4096, 1, 64, 0.05f, "indexer weights_proj", true},
+        {WF_PLAIN, DT_BF16, 64, 4096, 1, 256, 0.05f, "indexer weights_proj", true},
+        {WF_PLAIN, DT_BF16, 129280, 4096, 1, 1, 0.05f, "head", true},
+        {WF_PLAIN, DT_BF16, 129280, 4096, 1, 8, 0.05f, "head", true},
+        {WF_PLAIN, DT_BF16, 129280, 4096, 1, 16, 0.05f, "head", true},
+        {WF_PLAIN, DT_BF16, 129280, 4096, 1, 32, 0.05f, "head", true},
+        {WF_PLAIN, DT_BF16, 129280, 4096, 1, 64, 0.05f, "head", true},
+        {WF_PLAIN, DT_BF16, 129280, 4096, 1, 128, 0.05f, "head", true},
+        {WF_PLAIN, DT_BF16, 129280, 4096, 1, 256, 0.05f, "head", true},
+        {WF_PLAIN, DT_BF16, 129280, 4096, 1, 2048, 0.05f, "head", true},
+    };
+    run_linear(cs, sizeof cs / sizeof *cs, DT_F8_E4M3, "blas_linear_real_dims", 1);
 }
 
 /* ---- MoE experts ---- */
@@ -508,7 +641,7 @@ static void run_moe(const moe_case *cs, size_t n, const char *test)
 {
     tu_rng r = gt_rng(test);
     g_base = gt_failed();
-    v4_backend *cpu = gt_cpu(DT_F8_E4M3), *fast = cuda_mode(DT_F8_E4M3, false), *plain = cuda_mode(DT_F8_E4M3, true);
+    v4_backend *cpu = gt_cpu(DT_F8_E4M3), *fast = cuda_mode(DT_F8_E4M3, false, 0), *plain = cuda_mode(DT_F8_E4M3, true, 0);
     if (cpu && fast && plain)
         for (size_t i = 0; i < n; i++)
             check_moe(cpu, fast, plain, &r, &cs[i]);
@@ -675,7 +808,7 @@ void test_tc_batch_invariance(void)
 {
     tu_rng r = gt_rng("tc_batch_invariance");
     g_base = gt_failed();
-    v4_backend *fast = cuda_mode(DT_F8_E4M3, false);
+    v4_backend *fast = cuda_mode(DT_F8_E4M3, false, 0);
     if (fast) {
         invariance_linear(fast, &r, WF_FP8, DT_F8_E4M3, 300, 640, 1, 37, 9);
         invariance_linear(fast, &r, WF_FP8, DT_F8_E4M3, 1024, 4096, 1, 257, 17);

@@ -250,6 +250,9 @@ static void cu_free_mat(v4_backend *be, v4_mat *m)
 {
     if (!m->backend_owned)
         return;
+#if GPU_HAS_CUBLASLT
+    cu_blas_forget(cu_of(be), m->data);
+#endif
     cu_retire(cu_of(be), (void *)m->data);
     cu_retire(cu_of(be), (void *)m->scale);
     m->data = NULL;
@@ -660,8 +663,24 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
         backend_cuda_destroy(&cb->base);
         return -1;
     }
+#if GPU_HAS_CUBLASLT
+    if (cu_blas_init(cb)) {
+        backend_cuda_destroy(&cb->base);
+        return v4_errf(err, "out of host memory");
+    }
+#endif
     *out = &cb->base;
     return 0;
+}
+
+extern "C" bool backend_cuda_describe_linear(v4_backend *be, char *buf, size_t n)
+{
+#if GPU_HAS_CUBLASLT
+    return cu_blas_describe(cu_of(be), buf, n);
+#else
+    snprintf(buf, n, "plain kernels (no cuBLASLt path in HIP builds)");
+    return false;
+#endif
 }
 
 extern "C" void backend_cuda_destroy(v4_backend *be)
@@ -671,6 +690,9 @@ extern "C" void backend_cuda_destroy(v4_backend *be)
     cu_backend *cb = cu_of(be);
     if (cb->stream)
         cudaStreamSynchronize(cb->stream);
+#if GPU_HAS_CUBLASLT
+    cu_blas_destroy(cb);
+#endif
     for (size_t i = 0; i < cb->n_retired; i++)
         cudaFree(cb->retired[i]);
     for (size_t i = 0; i < cb->n_etab; i++) {

@@ -46,6 +46,9 @@ typedef struct cu_expert_table {
     int fmt13, fmt2; /* CW_* of w1/w3 and of w2 */
 } cu_expert_table;
 
+/* The cuBLASLt path of the linear layers (blas.cu; NVIDIA builds). */
+typedef struct cu_blas cu_blas;
+
 typedef struct cu_backend {
     v4_backend base;
     int device, n_sm;
@@ -79,6 +82,7 @@ typedef struct cu_backend {
     cudaEvent_t *marks; /* timer marks, created on first use (profile.cu) */
     float *hc_part;        /* mHC mixing partials, grown outside capture (mhc.cu) */
     size_t hc_part_floats;
+    cu_blas *blas;         /* NULL: no cuBLASLt path (plain mode, V4_CUDA_BLAS=0, no library, HIP) */
 } cu_backend;
 
 static inline cu_backend *cu_of(v4_backend *be) { return (cu_backend *)be; }
@@ -143,6 +147,17 @@ void cu_add(v4_backend *be, float *y, const float *x, int64_t count);
 void cu_scale(v4_backend *be, float *y, float s, int64_t count);
 void cu_gather_rows(v4_backend *be, float *dst, const float *src, const int32_t *rows, int n, int64_t width);
 void cu_sample(v4_backend *be, int32_t *ids, const float *logits, int n, int64_t vocab, const v4_sample_params *p);
+
+/* The cuBLASLt path (blas.cu). init leaves cb->blas NULL where the path is
+ * off or the library absent (-1 only when out of host memory);
+ * cu_blas_linear computes the layer and returns true, or returns false
+ * having done nothing (the caller's kernels then compute it); forget drops
+ * the bf16 copy of a weight that is being freed. */
+int cu_blas_init(cu_backend *cb);
+void cu_blas_destroy(cu_backend *cb);
+bool cu_blas_linear(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups);
+void cu_blas_forget(cu_backend *cb, const void *weight);
+bool cu_blas_describe(const cu_backend *cb, char *buf, size_t n);
 
 /* One-time kernel attributes (dynamic shared memory above 48 KB). */
 int cu_attention_init(cu_backend *cb, v4_err *err);

@@ -22,8 +22,11 @@
  *       (fp32 products, the reference) instead of the tensor-core kernels
  *       (bf16 operands, fp32 accumulation: ~1e-3 relative), the default
  *       on NVIDIA. HIP builds have only the plain kernels.
+ *   V4_CUDA_BLAS=0, V4_CUDA_BLAS_MIN_TOKENS=N  the cuBLASLt path of linear
+ *       layers for steps of at least N tokens (blas.cu): off, or its
+ *       threshold.
  *
- * Only these two functions are exported; the rest is internal. */
+ * Only these functions are exported; the rest is internal. */
 #ifndef V4_BACKEND_CUDA_CUDA_BACKEND_H
 #define V4_BACKEND_CUDA_CUDA_BACKEND_H
 
@@ -38,6 +41,9 @@ extern "C" {
  * the dialect of MI300X, where a HIP build decodes both in software). */
 int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend **out, v4_err *err);
 void backend_cuda_destroy(v4_backend *be);
+/* One line saying how this backend computes linear layers (buf); true when
+ * the cuBLASLt path is on. */
+bool backend_cuda_describe_linear(v4_backend *be, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -1,19 +1,14 @@
 /* Timing marks (CUDA events) and the device's measured ceilings: copy
  * bandwidth with cudaMemcpyAsync, bf16 and FP8 matrix-product rates with
- * cuBLASLt. cuBLASLt is loaded at run time (dlopen), so the binary runs
- * where it is absent and reports NaN for those rates; V4_CUBLASLT names the
- * library file when it is not on the loader's path. HIP builds have no
- * GEMM ceiling yet (hipBLASLt is not bound): NaN, said in `how`. */
+ * cuBLASLt (cublaslt.cuh: NaN where the library is absent). HIP builds have
+ * no GEMM ceiling yet (hipBLASLt is not bound): NaN, said in `how`. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "backend/cuda/cu_internal.h"
 
-#if GPU_HAS_CUBLASLT
-#include <cublasLt.h>
-#include <dlfcn.h>
-#endif
+#include "backend/cuda/cublaslt.cuh"
 
 extern "C" void cu_timer_mark(v4_backend *be, int idx)
 {
@@ -68,64 +63,6 @@ __global__ void fill_kernel(uint8_t *p, size_t n, int bf16)
 }
 
 #if GPU_HAS_CUBLASLT
-typedef cublasStatus_t (*lt_create_t)(cublasLtHandle_t *);
-typedef cublasStatus_t (*lt_destroy_t)(cublasLtHandle_t);
-typedef cublasStatus_t (*lt_desc_create_t)(cublasLtMatmulDesc_t *, cublasComputeType_t, cudaDataType_t);
-typedef cublasStatus_t (*lt_desc_destroy_t)(cublasLtMatmulDesc_t);
-typedef cublasStatus_t (*lt_desc_set_t)(cublasLtMatmulDesc_t, cublasLtMatmulDescAttributes_t, const void *, size_t);
-typedef cublasStatus_t (*lt_layout_create_t)(cublasLtMatrixLayout_t *, cudaDataType, uint64_t, uint64_t, int64_t);
-typedef cublasStatus_t (*lt_layout_destroy_t)(cublasLtMatrixLayout_t);
-typedef cublasStatus_t (*lt_pref_create_t)(cublasLtMatmulPreference_t *);
-typedef cublasStatus_t (*lt_pref_destroy_t)(cublasLtMatmulPreference_t);
-typedef cublasStatus_t (*lt_pref_set_t)(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
-                                        const void *, size_t);
-typedef cublasStatus_t (*lt_heur_t)(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t,
-                                    cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
-                                    cublasLtMatmulPreference_t, int, cublasLtMatmulHeuristicResult_t *, int *);
-typedef cublasStatus_t (*lt_matmul_t)(cublasLtHandle_t, cublasLtMatmulDesc_t, const void *, const void *,
-                                      cublasLtMatrixLayout_t, const void *, cublasLtMatrixLayout_t, const void *,
-                                      const void *, cublasLtMatrixLayout_t, void *, cublasLtMatrixLayout_t,
-                                      const cublasLtMatmulAlgo_t *, void *, size_t, cudaStream_t);
-
-typedef struct lt_api {
-    void *lib;
-    lt_create_t create;
-    lt_destroy_t destroy;
-    lt_desc_create_t desc_create;
-    lt_desc_destroy_t desc_destroy;
-    lt_desc_set_t desc_set;
-    lt_layout_create_t layout_create;
-    lt_layout_destroy_t layout_destroy;
-    lt_pref_create_t pref_create;
-    lt_pref_destroy_t pref_destroy;
-    lt_pref_set_t pref_set;
-    lt_heur_t heur;
-    lt_matmul_t matmul;
-} lt_api;
-
-static int lt_load(lt_api *lt, char *which, size_t n)
-{
-    const char *env = getenv("V4_CUBLASLT");
-    const char *cands[] = {env, "libcublasLt.so.13", "libcublasLt.so", "/usr/local/cuda/lib64/libcublasLt.so.13",
-                           "/usr/local/cuda/lib64/libcublasLt.so"};
-    for (size_t i = 0; i < sizeof cands / sizeof *cands && !lt->lib; i++)
-        if (cands[i] && (lt->lib = dlopen(cands[i], RTLD_NOW | RTLD_LOCAL)))
-            snprintf(which, n, "%s", cands[i]);
-    if (!lt->lib)
-        return -1;
-#define SYM(field, name) (lt->field = (decltype(lt->field))dlsym(lt->lib, name))
-    if (!SYM(create, "cublasLtCreate") || !SYM(destroy, "cublasLtDestroy") ||
-        !SYM(desc_create, "cublasLtMatmulDescCreate") || !SYM(desc_destroy, "cublasLtMatmulDescDestroy") ||
-        !SYM(desc_set, "cublasLtMatmulDescSetAttribute") || !SYM(layout_create, "cublasLtMatrixLayoutCreate") ||
-        !SYM(layout_destroy, "cublasLtMatrixLayoutDestroy") || !SYM(pref_create, "cublasLtMatmulPreferenceCreate") ||
-        !SYM(pref_destroy, "cublasLtMatmulPreferenceDestroy") ||
-        !SYM(pref_set, "cublasLtMatmulPreferenceSetAttribute") || !SYM(heur, "cublasLtMatmulAlgoGetHeuristic") ||
-        !SYM(matmul, "cublasLtMatmul"))
-        return -1;
-#undef SYM
-    return 0;
-}
-
 /* TFLOP/s of an N^3 product D = A^T B with A, B of `in` type, D bf16. */
 static double lt_rate(cu_backend *cb, lt_api *lt, cudaDataType_t in, int N, void *A, void *B, void *D, void *ws,
                       size_t ws_bytes)
@@ -221,7 +158,7 @@ extern "C" int cu_measure_peaks(v4_backend *be, v4_peaks *p, v4_err *err)
     uint8_t *d = b, *ws = b + 2 * mat;
     lt_api lt = {0};
     char which[160] = "";
-    if (lt_load(&lt, which, sizeof which) == 0) {
+    if (cu_lt_load(&lt, which, sizeof which) == 0) {
         fill_kernel<<<1024, 256, 0, cb->stream>>>(a, 2 * mat, 1);
         p->bf16_tflops = lt_rate(cb, &lt, CUDA_R_16BF, N, a, a + mat, d, ws, ws_bytes);
         fill_kernel<<<1024, 256, 0, cb->stream>>>(a, 2 * mat, 0);
