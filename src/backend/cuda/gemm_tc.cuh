@@ -76,9 +76,12 @@ template <int FMT, int NT, int NSUB = 1> struct tc_geom {
          * bf16 head: 2 blocks of 3 stages a multiprocessor keep more bytes in
          * flight than 3 blocks of 2, and 1010 row blocks fill 4 rounds of 264
          * blocks better than 3 of 396); FP8 at NT = 64 makes room for the
-         * quarter sums with 3 (each as long as 2 stages at NT = 32) */
+         * quarter sums with 3 (each as long as 2 stages at NT = 32); MXFP4
+         * up to NT = 16 with 2, so that a multiprocessor holds 4 MoE blocks
+         * (moe.cu) */
         STAGES = tc_fmt_traits<FMT>::STAGES == 2 && NT <= 16 && NSUB == 1 ? 3
                  : (FMT == CW_FP8 || FMT == CW_FP8FNUZ) && NT > 32      ? 3
+                 : FMT == CW_MXFP4 && NT <= 16 && NSUB == 1             ? 2
                                                                         : tc_fmt_traits<FMT>::STAGES,
         RB = 64 * UPT,          /* bytes of one row in one stage */
         UR = RB / 16,           /* units per row per stage */
