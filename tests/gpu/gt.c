@@ -11,6 +11,7 @@
 
 gt_opts GT;
 static int g_failures;
+static char g_skip[160];
 
 void gt_fail(const char *fmt, ...)
 {
@@ -34,6 +35,18 @@ void gt_note(const char *fmt, ...)
 }
 
 int gt_failed(void) { return g_failures; }
+
+void gt_skip(const char *why) { snprintf(g_skip, sizeof g_skip, "%s", why); }
+
+const char *gt_take_skip(void)
+{
+    static char taken[sizeof g_skip];
+    if (!g_skip[0])
+        return NULL;
+    snprintf(taken, sizeof taken, "%s", g_skip);
+    g_skip[0] = '\0';
+    return taken;
+}
 
 tu_rng gt_rng(const char *test)
 {

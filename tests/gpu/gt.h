@@ -28,6 +28,10 @@ extern gt_opts GT;
 void gt_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void gt_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int gt_failed(void);
+/* Marks the current test as not run (why), so it is reported as skipped,
+ * never as passed; gt_take_skip returns and clears the mark (NULL: none). */
+void gt_skip(const char *why);
+const char *gt_take_skip(void);
 
 /* Fresh generator for one test, seeded from the clock (seed printed). */
 tu_rng gt_rng(const char *test);

@@ -220,7 +220,7 @@ void test_graph_vs_eager(void)
 void test_model_full_dims(void)
 {
     if (!GT.model_dir) {
-        gt_note("SKIP: no --model DIR given");
+        gt_skip("no --model DIR given");
         return;
     }
     enum { NB = 3 }; /* cpu, cuda f32 KV, cuda bf16 KV */
