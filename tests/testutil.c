@@ -35,6 +35,9 @@ uint64_t tu_seed_from_time(const char *test_name)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t s = (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+    const char *replay = getenv("V4_TEST_SEED"); /* replays a printed seed */
+    if (replay && *replay)
+        s = strtoull(replay, NULL, 10);
     if (!s)
         s = 1;
     fprintf(stderr, "# %s: seed %llu\n", test_name, (unsigned long long)s);

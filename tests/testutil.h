@@ -28,7 +28,8 @@ const char *tu_path(const char *rel);
 const char *tu_golden(const char *name);
 
 /* Deterministic xorshift generator for test inputs; seed it from the clock
- * (tu_seed_from_time) for fresh inputs each run, printing the seed. */
+ * (tu_seed_from_time) for fresh inputs each run, printing the seed;
+ * V4_TEST_SEED=N replays a printed seed. */
 typedef struct tu_rng {
     uint64_t s;
 } tu_rng;

@@ -35,6 +35,7 @@
 
 #include "backend/cuda/cu_device.cuh"
 #include "backend/cuda/cublaslt.cuh"
+#include "backend/cuda/gemm_tc.cuh"
 
 /* Steps of at least this many tokens take the library for every FP8 weight. */
 #define BLAS_MIN_TOKENS 64
@@ -181,12 +182,6 @@ template <int FMT> __global__ void weight_to_bf16_kernel(uint16_t *__restrict__ 
     const int64_t total = w.rows * w.cols;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
         dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(wload1<FMT>(w, i / w.cols, i % w.cols)));
-}
-
-__global__ void act_to_bf16_kernel(uint16_t *__restrict__ dst, const float *__restrict__ x, int64_t count)
-{
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i]));
 }
 
 /* The bf16 form of w, or NULL when the step must take the kernels. */
@@ -341,8 +336,7 @@ extern "C" bool cu_blas_linear(cu_backend *cb, float *y, const float *x, int n, 
     const blas_plan *p = plan_for(cb, b, n, R, C, groups, alignment(wb, per * C * 2), alignment(y, per * 4));
     if (!p)
         return false;
-    act_to_bf16_kernel<<<cu_grid((int64_t)need, 256), 256, 0, cb->stream>>>(b->xb, x, (int64_t)need);
-    cu_launched(cb, "act_to_bf16");
+    cu_to_bf16(cb, b->xb, x, (int64_t)need);
     const float one = 1.0f, zero = 0.0f;
     const cublasStatus_t s = b->lt.matmul(b->h, p->desc, &one, wb, p->la, b->xb, p->lb, &zero, y, p->ld, y, p->ld,
                                           &p->algo, b->ws, BLAS_WS_BYTES, cb->stream);

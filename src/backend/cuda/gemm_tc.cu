@@ -150,6 +150,20 @@ static int pick_nt(int n, int64_t row_blocks, int n_sm)
         else TC_NT_DISPATCH(nt, CALL);                                                                              \
     } while (0)
 
+__global__ void to_bf16_kernel(uint16_t *__restrict__ dst, const float *__restrict__ src, int64_t count)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
+}
+
+void cu_to_bf16(cu_backend *cb, uint16_t *dst, const float *src, int64_t count)
+{
+    if (count <= 0)
+        return;
+    to_bf16_kernel<<<cu_grid(count, 256), 256, 0, cb->stream>>>(dst, src, count);
+    cu_launched(cb, "to_bf16");
+}
+
 void cu_linear_tc(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups)
 {
     const int64_t per = w->rows / groups, rblocks = (per + TC_ROWS - 1) / TC_ROWS;

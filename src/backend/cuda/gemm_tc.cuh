@@ -17,8 +17,9 @@
  * two). The K order inside a stage is permuted per format so that each
  * thread's A registers come from its own bytes with a few integer ops; the
  * activations are staged (fp32 -> bf16, from registers loaded one stage
- * ahead) into shared memory in the same permuted order, so that each B
- * fragment is one conflict-free 8-byte load. A stage of x is NT*S/128
+ * ahead; or bf16 as read, XB: the MoE kernels, whose blocks re-read their
+ * tokens' rows from L2) into shared memory in the same permuted order, so
+ * that each B fragment is one conflict-free 8-byte load. A stage of x is NT*S/128
  * floats a thread; where that passes 64 (MXFP4 at NT = 64) it moves in XP
  * parts, each loaded before and stored after 1/XP of the current stage's
  * weight units.
@@ -192,6 +193,16 @@ static __device__ __forceinline__ uint32_t tc_pack(float lo, float hi)
     return d;
 }
 
+/* Elements i and k of a staged piece of 8 columns as bf16x2 (i in the low
+ * half): from fp32 values, rounded; from bf16 pairs (word e holds elements
+ * 2e, low half, and 2e + 1), moved (i, k are constants after unrolling). */
+static __device__ __forceinline__ uint32_t tc_pair(const float (&v)[8], int i, int k) { return tc_pack(v[i], v[k]); }
+
+static __device__ __forceinline__ uint32_t tc_pair(const uint32_t (&w)[4], int i, int k)
+{
+    return __byte_perm(w[i >> 1], w[k >> 1], ((i & 1) ? 0x32u : 0x10u) | ((k & 1) ? 0x7600u : 0x5400u));
+}
+
 /* ---- dequantization of one k16 step (KSU-th of its unit) ---- */
 
 template <int I> static __device__ __forceinline__ uint32_t tc_u4(const uint4 &v)
@@ -277,6 +288,21 @@ static __device__ __forceinline__ void tc_scale_mul(uint32_t s, uint32_t &m1, ui
     }
 }
 
+/* Activations as the core reads them: fp32 (converted to bf16 when staged)
+ * or already bf16 (XB: half the bytes through L2, and the same bf16 values,
+ * since both round to nearest even). A staged piece of 8 columns is 8
+ * floats or 4 words of bf16 pairs. */
+template <bool XB> struct tc_x {
+    typedef float elem;
+    typedef float word;
+    enum { WORDS = 8 };
+};
+template <> struct tc_x<true> {
+    typedef uint16_t elem;
+    typedef uint32_t word;
+    enum { WORDS = 4 };
+};
+
 /* ---- the block's pipeline ---- */
 
 /* SPLIT false: TC_ROWS rows; warp w computes tiles at slots 16w and 64+16w
@@ -286,15 +312,18 @@ static __device__ __forceinline__ void tc_scale_mul(uint32_t s, uint32_t &m1, ui
  * q*per_q .. (q+1)*per_q - 1), a block stage holding one sub-stage per
  * warp (slots 32q + 16t + i), and the quarters are summed in order at the
  * end: the same sums in the same order as SPLIT false with KQ = 4. */
-template <int FMT, int NT, bool SPLIT = false> struct tc_core {
+template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
     static constexpr int NSUB = SPLIT ? 4 : 1;
     typedef tc_geom<FMT, NT, NSUB> G;
+    typedef typename tc_x<XB>::elem xelem;
+    typedef typename tc_x<XB>::word xword;
+    static constexpr int XW = tc_x<XB>::WORDS;
     static constexpr bool SCALED = FMT == CW_MXFP4 || FMT == CW_FP8 || FMT == CW_FP8FNUZ;
     uint8_t *smem;
     tc_rows rs;
     int C, rowbytes, srowbytes; /* columns, bytes of a row, bytes of an MXFP4 scale row */
-    bool wal, xal;
-    const float *const *xrows;
+    bool wal, xal; /* xal: x rows 16-byte aligned with a multiple of 4 (fp32) or 8 (bf16) columns */
+    const xelem *const *xrows;
 
     static __device__ __forceinline__ int row_bytes(int64_t C)
     {
@@ -374,16 +403,26 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
     }
 
     /* Loads this thread's pieces of part p of the x columns of block stage i. */
-    __device__ __forceinline__ void x_load(int i, int per_q, int p, float (&xv)[G::XOPP][8]) const
+    __device__ __forceinline__ void x_load(int i, int per_q, int p, xword (&xv)[G::XOPP][XW]) const
     {
         constexpr int OPS = NT * G::S / 8; /* per sub-stage */
 #pragma unroll
         for (int j = 0; j < G::XOPP; j++) {
             const int o = threadIdx.x + (p * G::XOPP + j) * TC_THREADS, q = o / OPS, rest = o % OPS;
             const int n = rest / (G::S / 8), p = (rest % (G::S / 8)) * 8;
-            const float *xr = o < NSUB * OPS ? xrows[n] : NULL;
+            const xelem *xr = o < NSUB * OPS ? xrows[n] : NULL;
             const int col = stage_of(i, q, per_q) * G::S + p;
-            if (xr && xal && col + 8 <= C) {
+            if constexpr (XB) {
+                if (xr && xal && col + 8 <= C) {
+                    const uint4 u = __ldg((const uint4 *)(xr + col));
+                    xv[j][0] = u.x, xv[j][1] = u.y, xv[j][2] = u.z, xv[j][3] = u.w;
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        xv[j][e] = (xr && col + 2 * e < C ? (uint32_t)xr[col + 2 * e] : 0u) |
+                                   (xr && col + 2 * e + 1 < C ? (uint32_t)xr[col + 2 * e + 1] << 16 : 0u);
+                }
+            } else if (xr && xal && col + 8 <= C) {
                 const float4 a = __ldg((const float4 *)(xr + col)), b = __ldg((const float4 *)(xr + col + 4));
                 xv[j][0] = a.x, xv[j][1] = a.y, xv[j][2] = a.z, xv[j][3] = a.w;
                 xv[j][4] = b.x, xv[j][5] = b.y, xv[j][6] = b.z, xv[j][7] = b.w;
@@ -398,7 +437,7 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
     /* Stores the pieces of part p as bf16 into x buffer b in the stage's
      * permuted order: entry (k-step ks, token n, thread column c) holds the 4
      * values that thread c's B fragment for ks needs. */
-    __device__ __forceinline__ void x_store(int b, int p, const float (&xv)[G::XOPP][8]) const
+    __device__ __forceinline__ void x_store(int b, int p, const xword (&xv)[G::XOPP][XW]) const
     {
         constexpr int OPS = NT * G::S / 8;
 #pragma unroll
@@ -409,33 +448,33 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
             const int q = o / OPS, rest = o % OPS;
             const int n = rest / (G::S / 8), p = (rest % (G::S / 8)) * 8;
             uint8_t *xb = xbuf(b) + q * G::XB_BYTES;
-            const float *v = xv[j];
+            const xword(&v)[XW] = xv[j];
             int ks0, ks1, c0, c1;
             uint32_t a0, a1, b0, b1;
             if (FMT == CW_MXFP4) {
                 const int U = p >> 5;
                 c0 = c1 = U & 3;
                 ks0 = (U >> 2) * 8 + 2 * ((p >> 3) & 3), ks1 = ks0 + 1;
-                a0 = tc_pack(v[0], v[4]), a1 = tc_pack(v[1], v[5]);
-                b0 = tc_pack(v[2], v[6]), b1 = tc_pack(v[3], v[7]);
+                a0 = tc_pair(v, 0, 4), a1 = tc_pair(v, 1, 5);
+                b0 = tc_pair(v, 2, 6), b1 = tc_pair(v, 3, 7);
             } else if (FMT == CW_FP8 || FMT == CW_FP8FNUZ) {
                 const int U = p >> 4;
                 c0 = c1 = U & 3;
                 ks0 = (U >> 2) * 4 + ((p >> 2) & 3), ks1 = ks0 + 1;
-                a0 = tc_pack(v[0], v[2]), a1 = tc_pack(v[1], v[3]);
-                b0 = tc_pack(v[4], v[6]), b1 = tc_pack(v[5], v[7]);
+                a0 = tc_pair(v, 0, 2), a1 = tc_pair(v, 1, 3);
+                b0 = tc_pair(v, 4, 6), b1 = tc_pair(v, 5, 7);
             } else if (FMT == CW_F32) {
                 const int U = p >> 2;
                 c0 = U & 3, c1 = c0 + 1;
                 ks0 = ks1 = U >> 2;
-                a0 = tc_pack(v[0], v[1]), a1 = tc_pack(v[2], v[3]);
-                b0 = tc_pack(v[4], v[5]), b1 = tc_pack(v[6], v[7]);
+                a0 = tc_pair(v, 0, 1), a1 = tc_pair(v, 2, 3);
+                b0 = tc_pair(v, 4, 5), b1 = tc_pair(v, 6, 7);
             } else { /* BF16, F16 */
                 const int U = p >> 3;
                 c0 = c1 = U & 3;
                 ks0 = (U >> 2) * 2, ks1 = ks0 + 1;
-                a0 = tc_pack(v[0], v[1]), a1 = tc_pack(v[2], v[3]);
-                b0 = tc_pack(v[4], v[5]), b1 = tc_pack(v[6], v[7]);
+                a0 = tc_pair(v, 0, 1), a1 = tc_pair(v, 2, 3);
+                b0 = tc_pair(v, 4, 5), b1 = tc_pair(v, 6, 7);
             }
             *(uint2 *)(xb + ks0 * G::XS_ROW + n * 32 + c0 * 8) = make_uint2(a0, a1);
             *(uint2 *)(xb + ks1 * G::XS_ROW + n * 32 + c1 * 8) = make_uint2(b0, b1);
@@ -447,7 +486,7 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
     {
 #pragma unroll
         for (int p = 0; p < G::XP; p++) {
-            float xv[G::XOPP][8];
+            xword xv[G::XOPP][XW];
             x_load(i, per_q, p, xv);
             x_store(0, p, xv);
         }
@@ -609,7 +648,7 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
                 load_stage(s + ST - 1, (s + ST - 1) % ST, 1);
             tc_commit();
             const bool more = s + 1 < nst;
-            float xv[G::XOPP][8];
+            xword xv[G::XOPP][XW];
             if (more) {
                 x_load(s + 1, 1, 0, xv);
                 if (SCALED && FMT != CW_MXFP4)
@@ -683,7 +722,7 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
                 load_stage(i + ST - 1, (i + ST - 1) % ST, per_q);
             tc_commit();
             const bool more = i + 1 < per_q;
-            float xv[G::XOPP][8];
+            xword xv[G::XOPP][XW];
             if (more) {
                 x_load(i + 1, per_q, 0, xv);
                 if (SCALED && FMT != CW_MXFP4)
@@ -728,6 +767,9 @@ template <int FMT, int NT, bool SPLIT = false> struct tc_core {
         else if ((nt) == 16) { constexpr int NT = 16; CALL; }                                                       \
         else { constexpr int NT = 32; CALL; }                                                                       \
     } while (0)
+
+/* dst = src rounded to bf16 (nearest even), count values (gemm_tc.cu). */
+void cu_to_bf16(cu_backend *cb, uint16_t *dst, const float *src, int64_t count);
 
 /* Linear layer on the tensor-core path (gemm_tc.cu); fmt is cu_wfmt(w). */
 void cu_linear_tc(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups);
