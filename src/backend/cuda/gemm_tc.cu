@@ -1,6 +1,7 @@
 /* Linear layers on the tensor cores (see gemm_tc.cuh for the core): the
- * default path of cu_linear on Hopper; V4_CUDA_PLAIN=1 selects the SIMT
- * kernels of gemm.cu instead.
+ * path of cu_linear on Hopper for the layers the cuBLASLt path (blas.cu)
+ * does not take, and for all of them with V4_CUDA_BLAS=0; V4_CUDA_PLAIN=1
+ * selects the SIMT kernels of gemm.cu instead.
  *
  * Grid: x = token tiles of NT (fastest, so the blocks that read the same
  * weight rows run together and share them through L2), y = groups x row
