@@ -96,15 +96,25 @@ struct cu_blas {
     int n_plans, next_evict;
 };
 
-extern "C" int cu_blas_init(cu_backend *cb)
+extern "C" int cu_blas_init(cu_backend *cb, v4_err *err)
 {
-    const char *off = getenv("V4_CUDA_BLAS"), *min = getenv("V4_CUDA_BLAS_MIN_TOKENS");
-    if (cb->plain || (off && strcmp(off, "0") == 0))
+    const char *on = getenv("V4_CUDA_BLAS"), *min = getenv("V4_CUDA_BLAS_MIN_TOKENS");
+    if (on && *on && strcmp(on, "0") != 0 && strcmp(on, "1") != 0)
+        return v4_errf(err, "V4_CUDA_BLAS='%s': use 0 (off) or 1 (on, the default)", on);
+    int min_tokens = BLAS_MIN_TOKENS;
+    if (min && *min) {
+        char *end;
+        const long v = strtol(min, &end, 10);
+        if (*end || v < 1 || v > 1 << 30)
+            return v4_errf(err, "V4_CUDA_BLAS_MIN_TOKENS='%s': use a positive number of tokens", min);
+        min_tokens = (int)v;
+    }
+    if (cb->plain || (on && strcmp(on, "0") == 0))
         return 0;
     cu_blas *b = (cu_blas *)calloc(1, sizeof *b);
     if (!b)
-        return -1;
-    b->min_tokens = min && atoi(min) > 0 ? atoi(min) : BLAS_MIN_TOKENS;
+        return v4_errf(err, "out of host memory");
+    b->min_tokens = min_tokens;
     if (cu_lt_load(&b->lt, b->lib, sizeof b->lib) || b->lt.create(&b->h) != CUBLAS_STATUS_SUCCESS) {
         free(b); /* no library: the tensor-core kernels do every step */
         return 0;

@@ -664,9 +664,9 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
         return -1;
     }
 #if GPU_HAS_CUBLASLT
-    if (cu_blas_init(cb)) {
+    if (cu_blas_init(cb, err)) {
         backend_cuda_destroy(&cb->base);
-        return v4_errf(err, "out of host memory");
+        return -1;
     }
 #endif
     *out = &cb->base;

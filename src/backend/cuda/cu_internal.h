@@ -149,11 +149,12 @@ void cu_gather_rows(v4_backend *be, float *dst, const float *src, const int32_t 
 void cu_sample(v4_backend *be, int32_t *ids, const float *logits, int n, int64_t vocab, const v4_sample_params *p);
 
 /* The cuBLASLt path (blas.cu). init leaves cb->blas NULL where the path is
- * off or the library absent (-1 only when out of host memory);
+ * off or the library absent (-1 with err for a malformed V4_CUDA_BLAS* or
+ * no host memory);
  * cu_blas_linear computes the layer and returns true, or returns false
  * having done nothing (the caller's kernels then compute it); forget drops
  * the bf16 copy of a weight that is being freed. */
-int cu_blas_init(cu_backend *cb);
+int cu_blas_init(cu_backend *cb, v4_err *err);
 void cu_blas_destroy(cu_backend *cb);
 bool cu_blas_linear(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups);
 void cu_blas_forget(cu_backend *cb, const void *weight);
