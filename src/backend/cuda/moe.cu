@@ -304,11 +304,12 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, cons
 
 #if GPU_HAS_MMA_SYNC
 /* Blocks a multiprocessor must hold: four up to 16 pairs a tile (registers
- * capped at 128: none spilled at 8 pairs, a few bytes at 16; 2 weight
- * stages in shared memory, tc_geom), so 16 warps issue instead of 8.
- * Nsight Compute at 256 tokens with 2 blocks (222 registers, 4 stages):
- * 0.55 eligible warps a scheduler, DRAM at 52%; gpu-tests' real-size MoE
- * at 256 tokens: 2.27 ms with 2 blocks, 1.95 with 3 (3 stages), 1.81 with 4. */
+ * capped at 128, none spilled with bf16 activations; 2 weight stages in
+ * shared memory, tc_geom), so 16 warps issue instead of 8. Nsight Compute
+ * at 256 tokens with 2 blocks (222 registers, 4 stages): 0.55 eligible
+ * warps a scheduler, DRAM at 52%; gpu-tests' real-size MoE at 256 tokens
+ * (fp32 activations then): 2.27 ms with 2 blocks, 1.95 with 3 (3 stages),
+ * 1.81 with 4; five blocks at 8 pairs (96 registers) measured slower. */
 #define MOE_TC_MIN_BLOCKS(NT) ((NT) <= 16 ? 4 : 1)
 
 /* Tensor-core up: h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x) for the
