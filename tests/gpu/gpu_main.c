@@ -102,17 +102,12 @@ int main(int argc, char **argv)
         }
         const int before = gt_failed();
         struct timespec t0, t1;
-        char *env_plain = getenv("V4_CUDA_PLAIN") ? strdup(getenv("V4_CUDA_PLAIN")) : NULL;
-        if (t->plain)
-            setenv("V4_CUDA_PLAIN", "1", 1);
+        char *env_plain = t->plain ? gt_swap_env("V4_CUDA_PLAIN", "1") : NULL;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         t->fn();
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        if (env_plain)
-            setenv("V4_CUDA_PLAIN", env_plain, 1);
-        else
-            unsetenv("V4_CUDA_PLAIN");
-        free(env_plain);
+        if (t->plain)
+            gt_restore_env("V4_CUDA_PLAIN", env_plain);
         const double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
         n++;
         const char *skip_why = gt_take_skip();

@@ -48,6 +48,25 @@ const char *gt_take_skip(void)
     return taken;
 }
 
+char *gt_swap_env(const char *name, const char *value)
+{
+    char *old = getenv(name) ? strdup(getenv(name)) : NULL;
+    if (value)
+        setenv(name, value, 1);
+    else
+        unsetenv(name);
+    return old;
+}
+
+void gt_restore_env(const char *name, char *old)
+{
+    if (old)
+        setenv(name, old, 1);
+    else
+        unsetenv(name);
+    free(old);
+}
+
 tu_rng gt_rng(const char *test)
 {
     fflush(stdout);

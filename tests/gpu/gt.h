@@ -33,6 +33,11 @@ int gt_failed(void);
 void gt_skip(const char *why);
 const char *gt_take_skip(void);
 
+/* Sets (value NULL: unsets) an environment variable and returns its old
+ * value, which gt_restore_env puts back (and frees). */
+char *gt_swap_env(const char *name, const char *value);
+void gt_restore_env(const char *name, char *old);
+
 /* Fresh generator for one test, seeded from the clock (seed printed). */
 tu_rng gt_rng(const char *test);
 

@@ -49,26 +49,6 @@
 static int g_base;
 static bool failed_here(void) { return gt_failed() > g_base; }
 
-/* Sets (or with NULL unsets) an environment variable; returns the old value (free it). */
-static char *swap_env(const char *name, const char *value)
-{
-    char *old = getenv(name) ? strdup(getenv(name)) : NULL;
-    if (value)
-        setenv(name, value, 1);
-    else
-        unsetenv(name);
-    return old;
-}
-
-static void restore_env(const char *name, char *old)
-{
-    if (old)
-        setenv(name, old, 1);
-    else
-        unsetenv(name);
-    free(old);
-}
-
 /* A CUDA backend on the SIMT kernels (plain), or on the tensor-core
  * kernels with the cuBLASLt path for steps of at least blas_min tokens (0:
  * path off, the kernels at every size); the caller's environment is
@@ -77,13 +57,13 @@ static v4_backend *cuda_mode(dtype_t dialect, bool plain, int blas_min)
 {
     char min[16];
     snprintf(min, sizeof min, "%d", blas_min);
-    char *p = swap_env("V4_CUDA_PLAIN", plain ? "1" : NULL);
-    char *b = swap_env("V4_CUDA_BLAS", blas_min > 0 ? "1" : "0");
-    char *m = swap_env("V4_CUDA_BLAS_MIN_TOKENS", blas_min > 0 ? min : NULL);
+    char *p = gt_swap_env("V4_CUDA_PLAIN", plain ? "1" : NULL);
+    char *b = gt_swap_env("V4_CUDA_BLAS", blas_min > 0 ? "1" : "0");
+    char *m = gt_swap_env("V4_CUDA_BLAS_MIN_TOKENS", blas_min > 0 ? min : NULL);
     v4_backend *be = gt_cuda(dialect, "bf16", true);
-    restore_env("V4_CUDA_PLAIN", p);
-    restore_env("V4_CUDA_BLAS", b);
-    restore_env("V4_CUDA_BLAS_MIN_TOKENS", m);
+    gt_restore_env("V4_CUDA_PLAIN", p);
+    gt_restore_env("V4_CUDA_BLAS", b);
+    gt_restore_env("V4_CUDA_BLAS_MIN_TOKENS", m);
     return be;
 }
 

@@ -35,7 +35,6 @@
 
 #include "backend/cuda/cu_device.cuh"
 #include "backend/cuda/cublaslt.cuh"
-#include "backend/cuda/gemm_tc.cuh"
 
 /* Steps of at least this many tokens take the library for every FP8 weight. */
 #define BLAS_MIN_TOKENS 64

@@ -110,6 +110,10 @@ float *cu_kv_scale(cu_backend *cb, const void *data);
 const cu_expert_table *cu_experts(cu_backend *cb, const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, int n);
 /* Grid size for grid-stride loops over `count` items. */
 unsigned cu_grid(int64_t count, int threads);
+/* dst = src rounded to bf16 (nearest even), count values: the activations
+ * of the cuBLASLt path and of the tensor-core MoE kernels (gemm_tc.cu,
+ * NVIDIA builds). */
+void cu_to_bf16(cu_backend *cb, uint16_t *dst, const float *src, int64_t count);
 
 /* Profiles and ceilings (profile.cu). */
 void cu_timer_mark(v4_backend *be, int idx);

@@ -157,7 +157,7 @@ __global__ void to_bf16_kernel(uint16_t *__restrict__ dst, const float *__restri
         dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
 }
 
-void cu_to_bf16(cu_backend *cb, uint16_t *dst, const float *src, int64_t count)
+extern "C" void cu_to_bf16(cu_backend *cb, uint16_t *dst, const float *src, int64_t count)
 {
     if (count <= 0)
         return;

@@ -768,9 +768,6 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
         else { constexpr int NT = 32; CALL; }                                                                       \
     } while (0)
 
-/* dst = src rounded to bf16 (nearest even), count values (gemm_tc.cu). */
-void cu_to_bf16(cu_backend *cb, uint16_t *dst, const float *src, int64_t count);
-
 /* Linear layer on the tensor-core path (gemm_tc.cu); fmt is cu_wfmt(w). */
 void cu_linear_tc(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups);
 
