@@ -22,30 +22,6 @@
 #define SHARD1 "model-00001-of-00002.safetensors"
 #define SHARD2 "model-00002-of-00002.safetensors"
 
-static void run_ok(const char *const *args, tr_result *r)
-{
-    assert_int_equal(tr_run(args, r), 0);
-    if (!r->exited || r->status != 0)
-        fail_msg("%s %s: exited %d status %d\nstderr: %s", tr_cli_path(), args[0], r->exited, r->status, r->err);
-}
-
-/* Runs and expects a normal, non-zero exit whose stderr holds every `want`. */
-static void expect_failure(const char *const *args, const char *const *want)
-{
-    tr_result r;
-    assert_int_equal(tr_run(args, &r), 0);
-    if (!r.exited)
-        fail_msg("killed by signal %d; stderr: %s", r.status, r.err);
-    if (r.status == 0)
-        fail_msg("exited 0; stdout: %s", r.out);
-    for (int i = 0; want[i]; i++)
-        if (!strstr(r.err, want[i]))
-            fail_msg("stderr lacks '%s': %s", want[i], r.err);
-    tr_free(&r);
-}
-
-#define RUN_FAILS(args, ...) expect_failure(args, (const char *const[]){__VA_ARGS__, NULL})
-
 static void check_schedule(const char *out, const int *ratios, int n, int window, int n_hash)
 {
     tr_layer l[64];
@@ -68,7 +44,7 @@ static void test_inspect_golden(void **state)
     char dir[4096];
     tr_result r;
     snprintf(dir, sizeof dir, "%s/model", tu_golden("tiny"));
-    run_ok((const char *[]){"inspect", "--model", dir, NULL}, &r);
+    tr_run_ok((const char *[]){"inspect", "--model", dir, NULL}, &r);
     check_schedule(r.out, (const int[]){0, 4, 16, 4, 0}, 5, 32, 2);
     assert_non_null(strstr(r.out, "layers: 5"));
     assert_non_null(strstr(r.out, "vocab 1024, hidden 256"));
@@ -76,12 +52,12 @@ static void test_inspect_golden(void **state)
     assert_non_null(strstr(r.out, "no YaRN"));
     tr_free(&r);
     /* the several-GPU plan: 16 experts and 1024 head rows over 2 GPUs */
-    run_ok((const char *[]){"inspect", "--model", dir, "--gpus", "2", NULL}, &r);
+    tr_run_ok((const char *[]){"inspect", "--model", dir, "--gpus", "2", NULL}, &r);
     assert_non_null(strstr(r.out, "rank 0: experts [0, 8), head rows [0, 512)"));
     assert_non_null(strstr(r.out, "rank 1: experts [8, 16), head rows [512, 1024)"));
     tr_free(&r);
     snprintf(dir, sizeof dir, "%s/model", tu_golden("rates"));
-    run_ok((const char *[]){"inspect", "--model", dir, NULL}, &r);
+    tr_run_ok((const char *[]){"inspect", "--model", dir, NULL}, &r);
     check_schedule(r.out, (const int[]){4, 128, 4, 0}, 4, 128, 1);
     assert_non_null(strstr(r.out, "YaRN (factor 16, original 65536, beta 32/1)"));
     tr_free(&r);
@@ -90,12 +66,12 @@ static void test_inspect_golden(void **state)
 static void test_usage_errors(void **state)
 {
     (void)state;
-    RUN_FAILS(((const char *[]){"inspect", NULL}), "--model");
-    RUN_FAILS(((const char *[]){"inspect", "--bogus", NULL}), "--bogus");
-    RUN_FAILS(((const char *[]){"inspect", "--model", "x", "--gpus", "0", NULL}), "1 to 8");
-    RUN_FAILS(((const char *[]){"inspect", "--model", "x", "--gpus", "2x", NULL}), "'2x'");
-    RUN_FAILS(((const char *[]){"inspect", "--model", "/nonexistent/model", NULL}), "/nonexistent/model");
-    RUN_FAILS(((const char *[]){"no-such-command", NULL}), "no-such-command");
+    TR_RUN_FAILS(((const char *[]){"inspect", NULL}), "--model");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--bogus", NULL}), "--bogus");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", "x", "--gpus", "0", NULL}), "1 to 8");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", "x", "--gpus", "2x", NULL}), "'2x'");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", "/nonexistent/model", NULL}), "/nonexistent/model");
+    TR_RUN_FAILS(((const char *[]){"no-such-command", NULL}), "no-such-command");
 }
 
 /* A fresh two-shard copy of golden tiny; returns its folder. */
@@ -135,9 +111,9 @@ static void test_truncated_shard(void **state)
     size_t len;
     free(tc_read_file(in(dir, SHARD2), &len));
     assert_int_equal(truncate(in(dir, SHARD2), (off_t)(len - 1000)), 0);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD2, "outside the data section");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD2, "outside the data section");
     assert_int_equal(truncate(in(dir, SHARD2), 5), 0);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD2, "truncated");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD2, "truncated");
     tc_rmtree(dir);
 }
 
@@ -147,13 +123,13 @@ static void test_bad_headers(void **state)
     char dir[256];
     snprintf(dir, sizeof dir, "%s", copy_tiny());
     patch(in(dir, SHARD1), 8, "garbage!garbage!", 16);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD1, "not valid JSON");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD1, "not valid JSON");
     const uint8_t huge[8] = {0, 0, 0, 0, 0, 1, 0, 0}; /* 2^40 */
     patch(in(dir, SHARD1), 0, huge, 8);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD1, "absurd");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD1, "absurd");
     const uint8_t all_ones[8] = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
     patch(in(dir, SHARD1), 0, all_ones, 8);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD1, "absurd");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), SHARD1, "absurd");
     tc_rmtree(dir);
 }
 
@@ -178,18 +154,18 @@ static void test_index_problems(void **state)
     snprintf(dir, sizeof dir, "%s", copy_tiny());
     /* a tensor stored in a shard but missing from the index */
     edit_index(dir, "layers.2.attn.wkv.weight", NULL, NULL);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "'layers.2.attn.wkv.weight'",
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "'layers.2.attn.wkv.weight'",
               "not listed in the index");
     tc_rmtree(dir);
     /* an indexed tensor missing from its shard */
     snprintf(dir, sizeof dir, "%s", copy_tiny());
     edit_index(dir, NULL, "layers.0.attn.ghost", SHARD1);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "'layers.0.attn.ghost'", SHARD1);
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "'layers.0.attn.ghost'", SHARD1);
     tc_rmtree(dir);
     /* an index naming a shard that is not there */
     snprintf(dir, sizeof dir, "%s", copy_tiny());
     edit_index(dir, NULL, "layers.0.attn.ghost", "model-00003-of-00003.safetensors");
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "model-00003-of-00003.safetensors");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "model-00003-of-00003.safetensors");
     tc_rmtree(dir);
     /* a tensor the model needs, gone from both shard and index */
     tc_ckpt ck;
@@ -198,7 +174,7 @@ static void test_index_problems(void **state)
     snprintf(dir, sizeof dir, "%s", tu_tmpdir());
     assert_int_equal(tc_write(&ck, dir, 2), 0);
     tc_free(&ck);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "missing tensor 'layers.3.ffn.gate.bias'");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "missing tensor 'layers.3.ffn.gate.bias'");
     tc_rmtree(dir);
 }
 
@@ -218,24 +194,24 @@ static void test_config_problems(void **state)
     char dir[256];
     snprintf(dir, sizeof dir, "%s", copy_tiny());
     set_config(dir, "hidden_size", json_string("256"));
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "\"hidden_size\"", "integer");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "\"hidden_size\"", "integer");
     set_config(dir, "hidden_size", json_real(256.5));
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "\"hidden_size\"");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "\"hidden_size\"");
     set_config(dir, "hidden_size", json_integer(256));
     set_config(dir, "quantization_config", json_pack("[s]", "fp8"));
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "quantization_config");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "quantization_config");
     set_config(dir, "quantization_config", json_pack("{s:s,s:s,s:s,s:[i,i]}", "quant_method", "fp8", "fmt", "e4m3",
                                                      "scale_fmt", "ue8m0", "weight_block_size", 128, 128));
     set_config(dir, "compress_ratios", json_pack("[i,i,i]", 0, 4, 16));
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "compress_ratios has 3 entries");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "compress_ratios has 3 entries");
     /* a config that parses but does not match the tensors */
     set_config(dir, "compress_ratios", json_pack("[i,i,i,i,i]", 0, 4, 16, 4, 0));
     set_config(dir, "q_lora_rank", json_integer(256));
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "'layers.0.attn.wq_a.weight'", "shape");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "'layers.0.attn.wq_a.weight'", "shape");
     assert_int_equal(unlink(in(dir, "config.json")), 0);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "cannot open");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "cannot open");
     assert_int_equal(tc_write_file(in(dir, "config.json"), "{\"vocab_size\": 1024,", 20), 0);
-    RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "not valid JSON");
+    TR_RUN_FAILS(((const char *[]){"inspect", "--model", dir, NULL}), "config.json", "not valid JSON");
     tc_rmtree(dir);
 }
 

@@ -2,6 +2,12 @@
  * so a large output cannot block the child on a full pipe. */
 #include "tu_run.h"
 
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +77,27 @@ void tr_free(tr_result *r)
     free(r->out);
     free(r->err);
     r->out = r->err = NULL;
+}
+
+void tr_run_ok(const char *const *args, tr_result *r)
+{
+    assert_int_equal(tr_run(args, r), 0);
+    if (!r->exited || r->status != 0)
+        fail_msg("%s %s: exited %d status %d\nstderr: %s", tr_cli_path(), args[0], r->exited, r->status, r->err);
+}
+
+void tr_run_fails(const char *const *args, const char *const *want)
+{
+    tr_result r;
+    assert_int_equal(tr_run(args, &r), 0);
+    if (!r.exited)
+        fail_msg("killed by signal %d; stderr: %s", r.status, r.err);
+    if (r.status == 0)
+        fail_msg("exited 0; stdout: %s", r.out);
+    for (int i = 0; want[i]; i++)
+        if (!strstr(r.err, want[i]))
+            fail_msg("stderr lacks '%s': %s", want[i], r.err);
+    tr_free(&r);
 }
 
 int tr_parse_schedule(const char *out, tr_layer *layers, int max)

@@ -17,6 +17,13 @@ const char *tr_cli_path(void);
  * Returns 0 when the program could be started and waited for. */
 int tr_run(const char *const *args, tr_result *r);
 void tr_free(tr_result *r);
+/* Runs and fails the test unless it exits 0 (r holds the output). */
+void tr_run_ok(const char *const *args, tr_result *r);
+/* Runs and fails the test unless it exits normally (not by a signal), with
+ * a non-zero status, and its stderr holds every string of the
+ * NULL-terminated `want`. */
+void tr_run_fails(const char *const *args, const char *const *want);
+#define TR_RUN_FAILS(args, ...) tr_run_fails(args, (const char *const[]){__VA_ARGS__, NULL})
 
 /* One line of `inspect`'s layer schedule:
  * "layer N KIND [ratio R] window W hash|learned routing". */
