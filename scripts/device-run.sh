@@ -110,17 +110,22 @@ golden1() {
     if [ -z "$line" ]; then G_OK=FAIL G_DETAIL="c$c rc=$RC $(tail -1 "$log" | cut -c1-80)"; return; fi
     rel=$(echo "$line" | sed -n 's/.*rel_err=\([^ ]*\).*/\1/p')
     gr=$(echo "$line" | sed -n 's/.*greedy=\([0-9]*\/[0-9]*\).*/\1/p')
+    over=$(echo "$line" | sed -n 's/.*positions_over=\([0-9]*\/[0-9]*\).*/\1/p')
+    med=$(echo "$line" | sed -n 's/.*median_rel=\([^ ]*\).*/\1/p')
     if [ "$kv" != f32 ]; then
-        # INFO, not PASS/FAIL: the golden models are random, with logits so
-        # sharp that rounding activations to bf16 moves them by ~0.18 of
-        # their range (the CPU backend with the same KV rounding lands on the
-        # same numbers). The fast paths' accuracy gate is the full-dimension
-        # stage below and the op tests of gpu-tests.
+        # INFO, not PASS/FAIL: the golden models are random, and a bf16
+        # rounding anywhere flips a top-k selection or an expert choice at a
+        # few positions, which moves those positions' logits by up to ~0.18
+        # of their range (the CPU backend with bf16 KV alone: tiny 0.18 at 8
+        # of 184 positions, median 3.7e-4; tests/test_golden.c). "over" and
+        # "median" show whether an error is such flips or everywhere. The
+        # fast paths' accuracy gate is the full-dimension stage below and the
+        # op tests of gpu-tests.
         G_OK=INFO
     else
         G_OK=$(echo "$line" | cut -d' ' -f1)
     fi
-    G_DETAIL="c$c $rel $gr"
+    G_DETAIL="c$c $rel $gr (over $over, median $med)"
 }
 # golden MODEL KV EXTRA CHUNKS...: one summary row over the chunkings
 golden() {

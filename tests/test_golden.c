@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -64,12 +65,15 @@ static void check_model(const char *name, int64_t want_greedy)
     for (int k = 0; k < n_chunks; k++) {
         golden_result r;
         double t0 = now_s();
-        if (golden_run(model, be, &g, chunks[k], &r, &err))
+        if (golden_run(model, be, &g, chunks[k], 1e-3, &r, &err))
             fail_msg("%s chunk %d: %s", name, chunks[k], err.msg);
         fprintf(stderr, "# %s chunk %d: rel_err %.3e (max |diff| %.3e at %lld, max |logit| %.3f) greedy %lld/%lld, %.2f s\n",
                 name, chunks[k], r.rel_err, r.max_abs_diff, (long long)r.worst_pos, r.max_abs_logit,
                 (long long)r.greedy_match, (long long)r.greedy_total, now_s() - t0);
         assert_true(r.rel_err <= 1e-3);
+        assert_int_equal(r.positions, g.n_tokens);
+        assert_int_equal(r.positions_over, 0);
+        assert_true(r.median_rel > 0 && r.median_rel <= r.rel_err);
         assert_true(r.max_abs_logit > 1.0); /* the file holds real logits */
         assert_int_equal(r.greedy_total, want_greedy);
         assert_int_equal(r.greedy_match, r.greedy_total);
@@ -105,7 +109,7 @@ static void check_model_fnuz(const char *name)
         v4_backend *be;
         if (backend_cpu_create(2, dialects[k], &be, &err))
             fail_msg("backend_cpu_create: %s", err.msg);
-        if (golden_run(model, be, &g, 0, &r[k], &err))
+        if (golden_run(model, be, &g, 0, 1e-3, &r[k], &err))
             fail_msg("%s (%s): %s", name, dt_name(dialects[k]), err.msg);
         backend_cpu_destroy(be);
     }
@@ -120,6 +124,41 @@ static void check_model_fnuz(const char *name)
 static void test_golden_fnuz_tiny(void **state) { check_model_fnuz("tiny"); }
 static void test_golden_fnuz_rates(void **state) { check_model_fnuz("rates"); }
 
+/* KV stored as bf16 (the CPU backend rounds its state as a GPU backend
+ * storing bf16 would): these random models amplify that rounding at a few
+ * positions, where a top-k selection or an expert choice flips, so the
+ * largest difference passes the GPU bound of 2e-2 while the median position
+ * stays within 1e-3 and at most 5% of positions pass 2e-2. (Seen: tiny 0.18
+ * with 8 of 184 positions over, median 3.7e-4; rates 0.081, 5 of 716,
+ * median 3.3e-4.) */
+static void check_model_bf16_kv(const char *name)
+{
+    char model[4096];
+    golden g;
+    load_golden(name, name, model, &g);
+    v4_err err;
+    v4_backend *be;
+    setenv("V4_KV_DTYPE", "bf16", 1);
+    int rc = backend_cpu_create(2, DT_F8_E4M3, &be, &err);
+    unsetenv("V4_KV_DTYPE");
+    if (rc)
+        fail_msg("backend_cpu_create: %s", err.msg);
+    golden_result r;
+    if (golden_run(model, be, &g, 0, 2e-2, &r, &err))
+        fail_msg("%s bf16 KV: %s", name, err.msg);
+    fprintf(stderr, "# %s bf16 KV: rel_err %.3e at %lld, %lld/%lld positions over 2e-2, median %.3e, greedy %lld/%lld\n",
+            name, r.rel_err, (long long)r.worst_pos, (long long)r.positions_over, (long long)r.positions,
+            r.median_rel, (long long)r.greedy_match, (long long)r.greedy_total);
+    assert_true(r.rel_err > 2e-2);
+    assert_true(r.positions_over >= 1 && r.positions_over * 20 <= r.positions);
+    assert_true(r.median_rel < 1e-3);
+    backend_cpu_destroy(be);
+    golden_free(&g);
+}
+
+static void test_golden_bf16_kv_tiny(void **state) { check_model_bf16_kv("tiny"); }
+static void test_golden_bf16_kv_rates(void **state) { check_model_bf16_kv("rates"); }
+
 /* A golden file that does not fit the model is refused with a message. */
 static void test_golden_vocab_mismatch(void **state)
 {
@@ -131,7 +170,7 @@ static void test_golden_vocab_mismatch(void **state)
     if (backend_cpu_create(2, DT_F8_E4M3, &be, &err))
         fail_msg("backend_cpu_create: %s", err.msg);
     golden_result r;
-    assert_int_equal(golden_run(model, be, &g, 0, &r, &err), -1);
+    assert_int_equal(golden_run(model, be, &g, 0, 1e-3, &r, &err), -1);
     assert_non_null(strstr(err.msg, "vocabulary"));
     backend_cpu_destroy(be);
     golden_free(&g);
@@ -144,6 +183,8 @@ int main(void)
         cmocka_unit_test(test_golden_rates),
         cmocka_unit_test(test_golden_fnuz_tiny),
         cmocka_unit_test(test_golden_fnuz_rates),
+        cmocka_unit_test(test_golden_bf16_kv_tiny),
+        cmocka_unit_test(test_golden_bf16_kv_rates),
         cmocka_unit_test(test_golden_vocab_mismatch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,8 @@
 /* `v4serve check-golden --model DIR --golden FILE [--chunk N] [--backend B]`
- * Prints one line with rel_err and greedy matches; exit 0 iff rel_err is
- * within the backend's bound and every greedy token matches. */
+ * Prints one line with rel_err, greedy matches, the positions whose own
+ * error passes the bound and the median position's error; exit 0 iff
+ * rel_err is within the backend's bound and every greedy token matches. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: v4serve check-golden --model DIR --golden FILE [--chunk N] [--tolerance X] [backend options]\n"
                "  --chunk 0 feeds the whole sequence at once (default), N feeds chunks of N, 1 token by token.\n"
                "  Bounds: rel_err <= 1e-3 on the CPU backend, 2e-2 on GPU backends (override with --tolerance).\n"
+               "  Also printed: positions_over (positions whose own max |diff| passes the bound) and median_rel\n"
+               "  (the median position's), which tell a few flipped top-k or expert choices from error everywhere.\n"
                CLI_BACKEND_HELP);
 }
 
@@ -50,7 +54,12 @@ int cmd_check_golden(int argc, char **argv)
             }
             chunk = (int)c;
         } else if (strcmp(a, "--tolerance") == 0) {
-            tol = atof(v);
+            char *end;
+            tol = strtod(v, &end);
+            if (*end || !(tol > 0) || isinf(tol)) {
+                fprintf(stderr, "check-golden: --tolerance must be a positive number, got '%s'\n", v);
+                return 2;
+            }
         } else {
             fprintf(stderr, "check-golden: unknown option '%s'\n", a);
             usage(stderr);
@@ -76,7 +85,7 @@ int cmd_check_golden(int argc, char **argv)
         return 1;
     }
     golden_result r;
-    int rc = golden_run(model, be, &g, chunk, &r, &err);
+    int rc = golden_run(model, be, &g, chunk, tol, &r, &err);
     backend_close(be);
     golden_free(&g);
     if (rc) {
@@ -85,8 +94,9 @@ int cmd_check_golden(int argc, char **argv)
     }
     bool ok = r.rel_err <= tol && r.greedy_match == r.greedy_total;
     printf("%s backend=%s chunk=%d rel_err=%.3e (max |diff| %.3e at position %lld, max |logit| %.3f, bound %.0e) "
-           "greedy=%lld/%lld\n",
+           "greedy=%lld/%lld positions_over=%lld/%lld median_rel=%.3e\n",
            ok ? "PASS" : "FAIL", bo.name, chunk, r.rel_err, r.max_abs_diff, (long long)r.worst_pos, r.max_abs_logit,
-           tol, (long long)r.greedy_match, (long long)r.greedy_total);
+           tol, (long long)r.greedy_match, (long long)r.greedy_total, (long long)r.positions_over,
+           (long long)r.positions, r.median_rel);
     return ok ? 0 : 1;
 }

@@ -50,7 +50,25 @@ static int64_t argmax(const float *x, int64_t n)
     return best;
 }
 
-int golden_run(const char *model_dir, v4_backend *be, const golden *g, int chunk, golden_result *r, v4_err *err)
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* positions_over and median_rel from each position's max |diff| (sorted in place). */
+static void summarize_positions(double *pos_diff, int64_t n, double bound, golden_result *r)
+{
+    const double scale = r->max_abs_logit > 0 ? r->max_abs_logit : 1.0;
+    r->positions = n;
+    for (int64_t p = 0; p < n; p++)
+        r->positions_over += !(pos_diff[p] / scale <= bound); /* NaN counts as over */
+    qsort(pos_diff, (size_t)n, sizeof *pos_diff, cmp_double);
+    r->median_rel = (n % 2 ? pos_diff[n / 2] : 0.5 * (pos_diff[n / 2 - 1] + pos_diff[n / 2])) / scale;
+}
+
+int golden_run(const char *model_dir, v4_backend *be, const golden *g, int chunk, double bound, golden_result *r,
+               v4_err *err)
 {
     memset(r, 0, sizeof *r);
     v4_model *m;
@@ -60,6 +78,7 @@ int golden_run(const char *model_dir, v4_backend *be, const golden *g, int chunk
     v4_forward *f = NULL;
     float *logits = NULL;
     int32_t *blocks = NULL;
+    double *pos_diff = NULL;
     if (m->cfg.vocab_size != g->vocab) {
         v4_errf(err, "golden vocabulary %lld != model vocabulary %lld", (long long)g->vocab,
                 (long long)m->cfg.vocab_size);
@@ -75,7 +94,8 @@ int golden_run(const char *model_dir, v4_backend *be, const golden *g, int chunk
         goto out;
     logits = malloc((size_t)step * g->vocab * sizeof(float));
     blocks = malloc((size_t)geom.max_blocks_per_seq * sizeof(int32_t));
-    if (!logits || !blocks) {
+    pos_diff = calloc((size_t)T, sizeof *pos_diff);
+    if (!logits || !blocks || !pos_diff) {
         v4_errf(err, "out of memory");
         goto out;
     }
@@ -94,12 +114,14 @@ int golden_run(const char *model_dir, v4_backend *be, const golden *g, int chunk
             const float *ours = logits + (int64_t)t * g->vocab, *ref = g->logits + p * g->vocab;
             for (int64_t v = 0; v < g->vocab; v++) {
                 double d = fabs((double)ours[v] - ref[v]);
-                if (!(d <= r->max_abs_diff)) { /* NaN also lands here */
-                    r->max_abs_diff = isnan(d) ? INFINITY : d;
-                    r->worst_pos = p;
-                }
+                if (!(d <= pos_diff[p])) /* NaN also lands here */
+                    pos_diff[p] = isnan(d) ? INFINITY : d;
                 if (fabs(ref[v]) > r->max_abs_logit)
                     r->max_abs_logit = fabs(ref[v]);
+            }
+            if (pos_diff[p] > r->max_abs_diff) {
+                r->max_abs_diff = pos_diff[p];
+                r->worst_pos = p;
             }
             if (p >= g->prompt_len - 1 && p + 1 < T) {
                 r->greedy_total++;
@@ -108,8 +130,10 @@ int golden_run(const char *model_dir, v4_backend *be, const golden *g, int chunk
         }
     }
     r->rel_err = r->max_abs_logit > 0 ? r->max_abs_diff / r->max_abs_logit : r->max_abs_diff;
+    summarize_positions(pos_diff, T, bound, r);
     rc = 0;
 out:
+    free(pos_diff);
     free(logits);
     free(blocks);
     fwd_destroy(f);

@@ -28,9 +28,17 @@ typedef struct golden_result {
     int64_t worst_pos;    /* position of the largest difference */
     int64_t greedy_match; /* argmax(logits[t]) == tokens[t+1] for t >= prompt_len-1 */
     int64_t greedy_total;
+    /* Per position p: rel_p = max_v |diff| / max_abs_logit. rel_err is the
+     * largest; these tell whether it comes from a few positions (a discrete
+     * choice such as a top-k selection or an expert flipping) or from all. */
+    int64_t positions;      /* n_tokens */
+    int64_t positions_over; /* positions with rel_p > bound */
+    double median_rel;      /* median of rel_p */
 } golden_result;
 
-/* chunk 0: whole sequence in one step; else steps of `chunk` tokens. */
-int golden_run(const char *model_dir, v4_backend *be, const golden *g, int chunk, golden_result *r, v4_err *err);
+/* chunk 0: whole sequence in one step; else steps of `chunk` tokens.
+ * `bound` only sets which positions count in positions_over. */
+int golden_run(const char *model_dir, v4_backend *be, const golden *g, int chunk, double bound, golden_result *r,
+               v4_err *err);
 
 #endif
