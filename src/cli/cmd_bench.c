@@ -145,15 +145,9 @@ int cmd_bench(int argc, char **argv)
             fprintf(stderr, "%s: prefill: %s\n", cmd, err.msg);
             goto out;
         }
-        printf("prefill of one %d-token prompt in chunks of %d: %.3f s, %.0f tokens/s, %.1f TFLOP/s = %.1f%% of the "
-               "measured FP8 GEMM rate\n",
-               pr.tokens, pr.chunk, pr.seconds, pr.tok_s, pr.tflops, 100 * pr.flop_ratio);
+        bench_print_prefill(stdout, &pr);
         if (json)
-            fprintf(json,
-                    "{\"device\":\"%s\",\"layers\":%lld,\"prefill_tokens\":%d,\"chunk\":%d,\"seconds\":%.4f,"
-                    "\"tok_s\":%.1f,\"tflops\":%.2f,\"fp8_tflops\":%.1f,\"fp8_flop_ratio\":%.4f}\n",
-                    device_name, (long long)m->cfg.n_layers, pr.tokens, pr.chunk, pr.seconds, pr.tok_s, pr.tflops,
-                    pk.fp8_tflops, pr.flop_ratio);
+            bench_write_prefill_json(json, device_name, &m->cfg, &pk, &pr);
     }
     int max_c = 0;
     for (int i = 0; i < n_conc; i++)

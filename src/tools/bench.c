@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -224,6 +226,23 @@ int bench_decode(bench_session *b, int c, const v4_peaks *pk, bench_result *r, v
     return 0;
 }
 
+/* Adds k op times into acc (n distinct names so far, at most max). */
+static void add_op_times(fwd_op_time *acc, int *n, int max, const fwd_op_time *add, int k)
+{
+    for (int i = 0; i < k; i++) {
+        int j = 0;
+        while (j < *n && strcmp(acc[j].name, add[i].name) != 0)
+            j++;
+        if (j == *n) {
+            if (*n == max)
+                continue;
+            acc[(*n)++] = (fwd_op_time){.name = add[i].name, .family = add[i].family};
+        }
+        acc[j].ms += add[i].ms;
+        acc[j].calls += add[i].calls;
+    }
+}
+
 int bench_prefill(v4_model *m, int tokens, int chunk, const v4_peaks *pk, bench_prefill_result *r, v4_err *err)
 {
     memset(r, 0, sizeof *r);
@@ -248,30 +267,69 @@ int bench_prefill(v4_model *m, int tokens, int chunk, const v4_peaks *pk, bench_
         tok[i] = (int32_t)(lcg(&s) % (uint32_t)m->cfg.vocab_size);
     for (int64_t b = 0; b < g.n_blocks; b++)
         blocks[b] = (int32_t)b;
-    double flops = 0;
-    for (int rep = 0; rep < 2; rep++) { /* the first pass warms up */
+    for (int pos = 0; pos < tokens; pos += chunk) {
+        int n = tokens - pos < chunk ? tokens - pos : chunk;
+        double ex = roof_expected_experts(m->cfg.n_experts, m->cfg.n_active, n);
+        roof_bytes need = roof_prefill_chunk(&m->cfg, n, pos, ex, m->be->kv_elem_bytes);
+        for (int i = 0; i < FAM_COUNT; i++)
+            r->fam_flops[i] += need.fam_flops[i];
+    }
+    /* pass 0 warms up, pass 1 is timed, pass 2 is profiled */
+    for (int pass = 0; pass < 3; pass++) {
+        fwd_set_profile(f, pass == 2);
         double t0 = now_s();
-        flops = 0;
         for (int pos = 0; pos < tokens; pos += chunk) {
             int n = tokens - pos < chunk ? tokens - pos : chunk;
             v4_seq_batch b = {.slot = 0, .start_pos = pos, .n_tokens = n, .tokens = tok + pos, .block_table = blocks,
                               .n_blocks = (int32_t)g.n_blocks};
             if (fwd_step_sample(f, &b, 1, &sp, &id, err))
                 goto out;
-            double ex = roof_expected_experts(m->cfg.n_experts, m->cfg.n_active, n);
-            flops += roof_prefill_chunk(&m->cfg, n, pos, ex, m->be->kv_elem_bytes).flops;
+            if (pass == 2) {
+                double fam[FAM_COUNT], total;
+                fwd_op_time ops[32];
+                if (fwd_profile(f, fam, &total) == 0) {
+                    for (int i = 0; i < FAM_COUNT; i++)
+                        r->fam_ms[i] += fam[i];
+                    r->prof_ms += total;
+                }
+                add_op_times(r->ops, &r->n_ops, 32, ops, fwd_profile_ops(f, ops, 32));
+            }
         }
-        r->seconds = now_s() - t0;
+        if (pass == 1)
+            r->seconds = now_s() - t0;
     }
+    qsort(r->ops, (size_t)r->n_ops, sizeof *r->ops, slower_first);
+    double flops = 0;
+    for (int i = 0; i < FAM_COUNT; i++)
+        flops += r->fam_flops[i];
     r->tok_s = tokens / r->seconds;
     r->tflops = flops / r->seconds / 1e12;
     r->flop_ratio = r->tflops / pk->fp8_tflops;
     rc = 0;
 out:
+    fwd_set_profile(f, false);
     fwd_destroy(f);
     free(tok);
     free(blocks);
     return rc;
+}
+
+void bench_print_prefill(FILE *f, const bench_prefill_result *r)
+{
+    fprintf(f,
+            "prefill of one %d-token prompt in chunks of %d: %.3f s, %.0f tokens/s, %.1f TFLOP/s = %.1f%% of the "
+            "measured FP8 GEMM rate\n",
+            r->tokens, r->chunk, r->seconds, r->tok_s, r->tflops, 100 * r->flop_ratio);
+    fprintf(f, "      split of one eager prefill (%.2f ms; ms, TFLOP/s where the family computes):", r->prof_ms);
+    for (int i = 0; i < FAM_COUNT; i++) {
+        fprintf(f, " %s %.2f", FWD_FAMILY_NAMES[i], r->fam_ms[i]);
+        if (r->fam_flops[i] > 0 && r->fam_ms[i] > 0)
+            fprintf(f, " (%.1f)", r->fam_flops[i] / (r->fam_ms[i] * 1e-3) / 1e12);
+    }
+    fprintf(f, "\n      slowest ops (ms, calls):");
+    for (int i = 0; i < r->n_ops && i < 8; i++)
+        fprintf(f, " %s %.2f/%d", r->ops[i].name, r->ops[i].ms, r->ops[i].calls);
+    fprintf(f, "\n");
 }
 
 void bench_print_header(FILE *f)
@@ -296,30 +354,83 @@ void bench_print_row(FILE *f, const bench_result *r)
     fprintf(f, "\n");
 }
 
+/* A JSON number, or null where the value is not finite (a CPU backend has
+ * no GEMM rate to measure; jansson refuses NaN). */
+static json_t *jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+/* {family name: values[i]} */
+static json_t *by_family(const double v[FAM_COUNT])
+{
+    json_t *o = json_object();
+    for (int i = 0; i < FAM_COUNT; i++)
+        json_object_set_new(o, FWD_FAMILY_NAMES[i], jnum(v[i]));
+    return o;
+}
+
+static json_t *by_op(const fwd_op_time *ops, int n)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < n; i++)
+        json_object_set_new(o, ops[i].name, jnum(ops[i].ms));
+    return o;
+}
+
+/* One line of JSON (objects keep their order), then freed. */
+static void write_line(FILE *f, json_t *o)
+{
+    json_dumpf(o, f, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    fputc('\n', f);
+    json_decref(o);
+}
+
 void bench_write_json(FILE *f, const char *device, const v4_config *c, const v4_peaks *pk, const bench_result *r)
 {
-    fprintf(f,
-            "{\"device\":\"%s\",\"layers\":%lld,\"concurrency\":%d,\"input_len\":%d,\"output_len\":%d,"
-            "\"prefill_tok_s\":%.1f,\"decode_tok_s\":%.2f,\"step_ms\":%.4f,\"itl_ms\":{\"p50\":%.4f,\"p90\":%.4f,"
-            "\"p99\":%.4f},\"ttft_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f},\"split_ms\":{",
-            device, (long long)c->n_layers, r->o.concurrency, r->o.input_len, r->o.output_len, r->prefill_tok_s,
-            r->decode_tok_s, r->step_ms_mean, r->itl_ms_p50, r->itl_ms_p90, r->itl_ms_p99, r->ttft_ms_p50,
-            r->ttft_ms_p90, r->ttft_ms_p99);
-    for (int i = 0; i < FAM_COUNT; i++)
-        fprintf(f, "%s\"%s\":%.4f", i ? "," : "", FWD_FAMILY_NAMES[i], r->fam_ms[i]);
-    fprintf(f, "},\"op_ms\":{");
-    for (int i = 0; i < r->n_ops; i++)
-        fprintf(f, "%s\"%s\":%.4f", i ? "," : "", r->ops[i].name, r->ops[i].ms);
-    fprintf(f,
-            "},\"profiled_step_ms\":%.4f,\"distinct_experts\":%.1f,\"bytes\":{\"attn_weights\":%.0f,"
-            "\"moe_weights\":%.0f,\"other_weights\":%.0f,\"kv_read\":%.0f,\"kv_write\":%.0f,\"total\":%.0f},"
-            "\"flops\":%.4g,\"copy_gbps\":%.1f,\"bf16_tflops\":%.1f,\"fp8_tflops\":%.1f,\"roofline_ms\":%.4f,"
-            "\"roofline_ratio\":%.4f,\"fp8_flop_ratio\":%.4f,\"projection\":{\"layers\":%d,\"step_ms\":%.3f,"
-            "\"decode_tok_s\":%.1f}}\n",
-            r->prof_ms, r->experts, r->need.attn_weights, r->need.moe_weights, r->need.other_weights,
-            r->need.kv_read, r->need.kv_write, r->need.total, r->need.flops, pk->copy_gbps, pk->bf16_tflops,
-            pk->fp8_tflops, r->roof_ms, r->roof_ratio, r->flop_ratio, r->o.full_layers, r->proj_step_ms,
-            r->proj_tok_s);
+    json_t *o = json_pack("{s:s, s:I, s:i, s:i, s:i}", "device", device, "layers", (json_int_t)c->n_layers,
+                          "concurrency", r->o.concurrency, "input_len", r->o.input_len, "output_len", r->o.output_len);
+    json_object_set_new(o, "prefill_tok_s", jnum(r->prefill_tok_s));
+    json_object_set_new(o, "decode_tok_s", jnum(r->decode_tok_s));
+    json_object_set_new(o, "step_ms", jnum(r->step_ms_mean));
+    json_object_set_new(o, "itl_ms", json_pack("{s:o, s:o, s:o}", "p50", jnum(r->itl_ms_p50), "p90",
+                                               jnum(r->itl_ms_p90), "p99", jnum(r->itl_ms_p99)));
+    json_object_set_new(o, "ttft_ms", json_pack("{s:o, s:o, s:o}", "p50", jnum(r->ttft_ms_p50), "p90",
+                                                jnum(r->ttft_ms_p90), "p99", jnum(r->ttft_ms_p99)));
+    json_object_set_new(o, "split_ms", by_family(r->fam_ms));
+    json_object_set_new(o, "op_ms", by_op(r->ops, r->n_ops));
+    json_object_set_new(o, "profiled_step_ms", jnum(r->prof_ms));
+    json_object_set_new(o, "distinct_experts", jnum(r->experts));
+    json_object_set_new(o, "bytes", json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "attn_weights",
+                                              jnum(r->need.attn_weights), "moe_weights", jnum(r->need.moe_weights),
+                                              "other_weights", jnum(r->need.other_weights), "kv_read",
+                                              jnum(r->need.kv_read), "kv_write", jnum(r->need.kv_write), "total",
+                                              jnum(r->need.total)));
+    json_object_set_new(o, "flops", jnum(r->need.flops));
+    json_object_set_new(o, "split_flops", by_family(r->need.fam_flops));
+    json_object_set_new(o, "copy_gbps", jnum(pk->copy_gbps));
+    json_object_set_new(o, "bf16_tflops", jnum(pk->bf16_tflops));
+    json_object_set_new(o, "fp8_tflops", jnum(pk->fp8_tflops));
+    json_object_set_new(o, "roofline_ms", jnum(r->roof_ms));
+    json_object_set_new(o, "roofline_ratio", jnum(r->roof_ratio));
+    json_object_set_new(o, "fp8_flop_ratio", jnum(r->flop_ratio));
+    json_object_set_new(o, "projection", json_pack("{s:i, s:o, s:o}", "layers", r->o.full_layers, "step_ms",
+                                                   jnum(r->proj_step_ms), "decode_tok_s", jnum(r->proj_tok_s)));
+    write_line(f, o);
+}
+
+void bench_write_prefill_json(FILE *f, const char *device, const v4_config *c, const v4_peaks *pk,
+                              const bench_prefill_result *r)
+{
+    json_t *o = json_pack("{s:s, s:I, s:i, s:i}", "device", device, "layers", (json_int_t)c->n_layers,
+                          "prefill_tokens", r->tokens, "chunk", r->chunk);
+    json_object_set_new(o, "seconds", jnum(r->seconds));
+    json_object_set_new(o, "tok_s", jnum(r->tok_s));
+    json_object_set_new(o, "tflops", jnum(r->tflops));
+    json_object_set_new(o, "fp8_tflops", jnum(pk->fp8_tflops));
+    json_object_set_new(o, "fp8_flop_ratio", jnum(r->flop_ratio));
+    json_object_set_new(o, "split_ms", by_family(r->fam_ms));
+    json_object_set_new(o, "split_flops", by_family(r->fam_flops));
+    json_object_set_new(o, "op_ms", by_op(r->ops, r->n_ops));
+    json_object_set_new(o, "profiled_ms", jnum(r->prof_ms));
+    write_line(f, o);
 }
 
 int bench_write_svg(const char *path, const char *title, const bench_result *rs, int n, v4_err *err)

@@ -50,10 +50,20 @@ int bench_decode(bench_session *b, int c, const v4_peaks *pk, bench_result *r, v
 typedef struct bench_prefill_result {
     int tokens, chunk;
     double seconds, tok_s, tflops, flop_ratio; /* achieved / measured FP8 GEMM rate */
+    double fam_flops[FAM_COUNT];               /* the prompt's FLOPs by op family (roofline.h) */
+    /* one more pass over the prompt, eager and profiled: time by op family
+     * and by op (slowest first), summed over its chunks */
+    double fam_ms[FAM_COUNT], prof_ms;
+    fwd_op_time ops[32];
+    int n_ops;
 } bench_prefill_result;
 
-/* One sequence of `tokens` prompt tokens prefilled in chunks. */
+/* One sequence of `tokens` prompt tokens prefilled in chunks: timed (after
+ * a warm-up pass), then profiled. */
 int bench_prefill(v4_model *m, int tokens, int chunk, const v4_peaks *pk, bench_prefill_result *r, v4_err *err);
+void bench_print_prefill(FILE *f, const bench_prefill_result *r);
+void bench_write_prefill_json(FILE *f, const char *device, const v4_config *c, const v4_peaks *pk,
+                              const bench_prefill_result *r);
 
 void bench_print_header(FILE *f);
 void bench_print_row(FILE *f, const bench_result *r);

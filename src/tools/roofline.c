@@ -14,22 +14,23 @@ double roof_expected_experts(int64_t E, int64_t k, int64_t tokens)
     return (double)E * (1.0 - pow(1.0 - (double)k / (double)E, (double)tokens));
 }
 
-/* Per token and layer: multiply-adds of the projections (dense, shared
- * expert, its routed experts). */
-static double layer_macs_per_token(const v4_config *c, int l)
+/* Per token and layer: FLOPs of the projections (dense, shared expert, its
+ * routed experts) and the mHC mixing, added into fam[] by family. */
+static void layer_flops_per_token(const v4_config *c, int l, double fam[FAM_COUNT])
 {
     const double D = c->dim, H = c->n_heads, d = c->head_dim, q = c->q_lora_rank, G = c->o_groups,
                  R = c->o_lora_rank, I = c->moe_inter, E = c->n_experts, k = c->n_active;
-    double m = D * q + q * H * d + D * d + (H * d / G) * G * R + G * R * D; /* wq_a wq_b wkv wo_a wo_b */
-    m += E * D + 3 * D * I * (1 + k);                                       /* gate, shared + routed */
+    double dense = D * q + q * H * d + D * d + (H * d / G) * G * R + G * R * D; /* wq_a wq_b wkv wo_a wo_b */
+    dense += E * D + 3 * D * I;                                                 /* gate, shared expert */
     layer_kind_t kind = cfg_layer_kind(c, l);
     if (kind == LAYER_CSA)
-        m += 2 * 2 * d * D + 2 * 2 * c->index_head_dim * D + q * c->index_n_heads * c->index_head_dim +
-             D * c->index_n_heads;
+        dense += 2 * 2 * d * D + 2 * 2 * c->index_head_dim * D + q * c->index_n_heads * c->index_head_dim +
+                 D * c->index_n_heads;
     else if (kind == LAYER_HCA)
-        m += 2 * d * D;
-    m += (2 + c->hc_mult) * c->hc_mult * c->hc_mult * D * 2; /* mHC mixing, both sites */
-    return m;
+        dense += 2 * d * D;
+    fam[FAM_DENSE] += 2 * dense;
+    fam[FAM_MOE] += 2 * 3 * D * I * k;
+    fam[FAM_OTHER] += 2 * (2 + c->hc_mult) * c->hc_mult * c->hc_mult * D * 2; /* mHC mixing, both sites */
 }
 
 static void layer_weights(const v4_config *c, int l, double experts, roof_bytes *b)
@@ -79,29 +80,32 @@ static double layer_kv_write(const v4_config *c, int l, double tokens, int kvb)
     return w;
 }
 
-static double attn_flops_per_token(const v4_config *c, int l, double pos)
+/* FLOPs of attention (and the indexer's scores) for one token at `pos`. */
+static void attn_flops_per_token(const v4_config *c, int l, double pos, double fam[FAM_COUNT])
 {
     const double H = c->n_heads, d = c->head_dim;
     double keys = pos + 1 < c->window ? pos + 1 : c->window;
     layer_kind_t kind = cfg_layer_kind(c, l);
     double m = cfg_layer_ratio(c, l);
-    double f = 0;
     if (kind == LAYER_CSA) {
         double entries = floor((pos + 1) / m);
         keys += entries < c->index_topk ? entries : c->index_topk;
-        f += 2 * entries * c->index_n_heads * c->index_head_dim; /* indexer scores */
+        fam[FAM_INDEXER] += 2 * entries * c->index_n_heads * c->index_head_dim;
     } else if (kind == LAYER_HCA) {
         keys += floor((pos + 1) / m);
     }
-    return f + 2 * 2 * H * d * keys; /* scores and weighted values */
+    fam[FAM_ATTENTION] += 2 * 2 * H * d * keys; /* scores and weighted values */
 }
 
 static void finish(const v4_config *c, double rows, roof_bytes *b)
 {
     const double D = c->dim, V = c->vocab_size, n = c->hc_mult;
     b->other_weights += rows * D * 2 + bf16(V, D) + 4 * n * n * D + 2 * D; /* embedding rows, head */
-    b->flops += 2 * rows * V * D;
+    b->fam_flops[FAM_HEAD] += 2 * rows * V * D;
     b->total = b->attn_weights + b->moe_weights + b->other_weights + b->kv_read + b->kv_write;
+    b->flops = 0;
+    for (int i = 0; i < FAM_COUNT; i++)
+        b->flops += b->fam_flops[i];
 }
 
 roof_bytes roof_decode_step(const v4_config *c, int64_t batch, int64_t ctx, double experts, int kvb)
@@ -111,7 +115,11 @@ roof_bytes roof_decode_step(const v4_config *c, int64_t batch, int64_t ctx, doub
         layer_weights(c, l, experts, &b);
         b.kv_read += batch * layer_kv_read(c, l, (double)ctx, kvb);
         b.kv_write += layer_kv_write(c, l, (double)batch, kvb);
-        b.flops += batch * (2 * layer_macs_per_token(c, l) + attn_flops_per_token(c, l, (double)ctx));
+        double per_token[FAM_COUNT] = {0};
+        layer_flops_per_token(c, l, per_token);
+        attn_flops_per_token(c, l, (double)ctx, per_token);
+        for (int i = 0; i < FAM_COUNT; i++)
+            b.fam_flops[i] += batch * per_token[i];
     }
     finish(c, (double)batch, &b);
     return b;
@@ -125,9 +133,12 @@ roof_bytes roof_prefill_chunk(const v4_config *c, int64_t tokens, int64_t start,
         /* the chunk reads the state before it once and writes its own */
         b.kv_read += layer_kv_read(c, l, (double)start, kvb);
         b.kv_write += layer_kv_write(c, l, (double)tokens, kvb);
-        b.flops += tokens * 2 * layer_macs_per_token(c, l);
+        double per_token[FAM_COUNT] = {0}, attn64[FAM_COUNT] = {0};
+        layer_flops_per_token(c, l, per_token);
         for (int64_t t = 0; t < tokens; t += 64) /* attention, sampled every 64 positions */
-            b.flops += 64 * attn_flops_per_token(c, l, (double)(start + t));
+            attn_flops_per_token(c, l, (double)(start + t), attn64);
+        for (int i = 0; i < FAM_COUNT; i++)
+            b.fam_flops[i] += tokens * per_token[i] + 64 * attn64[i];
     }
     finish(c, 1, &b); /* logits for the last row only */
     return b;

@@ -3,13 +3,16 @@
  * measurements with. Bytes count each weight a step touches once (routed
  * experts: only the distinct experts the step's tokens chose), the KV state
  * the step reads, and the KV state it writes; FLOPs count 2 per
- * multiply-add of the matrix products and attention. */
+ * multiply-add of the matrix products and attention, split by the op
+ * families the forward pass profiles (model/forward.h), so that a measured
+ * family's time gives its FLOP rate. */
 #ifndef V4_TOOLS_ROOFLINE_H
 #define V4_TOOLS_ROOFLINE_H
 
 #include <stdint.h>
 
 #include "model/config.h"
+#include "model/forward.h"
 
 typedef struct roof_bytes {
     double attn_weights;   /* q/kv/o projections, compressors, indexer projections */
@@ -19,6 +22,10 @@ typedef struct roof_bytes {
     double kv_write;
     double total;
     double flops;
+    /* flops by family: dense GEMMs (projections, gate, shared expert),
+     * attention (scores and weighted values), indexer (its scores), MoE
+     * (routed experts), head, other (mHC mixing) */
+    double fam_flops[FAM_COUNT];
 } roof_bytes;
 
 /* Expected distinct experts when `tokens` tokens each pick k of E uniformly. */
