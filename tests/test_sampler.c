@@ -2,8 +2,9 @@
  * limits (temperature -> 0, top_k = 1, tiny top_p); min-p; each penalty at
  * the exact float boundary where it flips the argmax; seeds; draw
  * frequencies against the expected distribution; the kept set against a
- * reference written with a full sort in double; raw-model logprobs against a
- * direct log-softmax in double; no allocation while sampling; and the speed
+ * reference written with a full sort in double; raw-model logprobs (of
+ * sampled tokens and of given ones, smp_score) against a direct log-softmax
+ * in double; no allocation while sampling; and the speed
  * per sample on the real vocabulary (printed as TAP comments). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -815,6 +816,32 @@ static void test_logprobs(void **state)
         }
         fx_free(&f);
     }
+    /* smp_score: a given token's logprob, the same alternatives, no draw */
+    smp_workspace ws;
+    v4_err err = {{0}};
+    if (smp_workspace_init(&ws, VOCAB, &err))
+        fail_msg("workspace: %s", err.msg);
+    const int32_t scored[4] = {ord[0], ord[7], ord[VOCAB / 2], ord[VOCAB - 1]}; /* the last is -inf */
+    for (int k = 0; k < 4; k++) {
+        smp_result r;
+        assert_int_equal(smp_score(&ws, x, VOCAB, scored[k], 5, &r, &err), 0);
+        assert_int_equal(r.token, scored[k]);
+        assert_true(isinf(x[scored[k]]) ? r.logprob == -INFINITY
+                                        : fabs(r.logprob - ((double)x[scored[k]] - lse)) <= 4e-6);
+        assert_int_equal(r.n_top, 5);
+        for (int j = 0; j < 5; j++) {
+            assert_int_equal(r.top[j].id, ord[j]);
+            assert_true(fabs(r.top[j].logprob - ((double)x[ord[j]] - lse)) <= 4e-6);
+        }
+    }
+    smp_result sr;
+    assert_int_equal(smp_score(&ws, x, VOCAB, VOCAB, 0, &sr, &err), 0); /* past the vocabulary: never sampled */
+    assert_true(sr.logprob == -INFINITY && sr.n_top == 0);
+    assert_int_equal(smp_score(&ws, x, VOCAB, -1, 0, &sr, &err), -1);
+    assert_int_equal(smp_score(&ws, x, VOCAB, 0, SMP_MAX_LOGPROBS + 1, &sr, &err), -1);
+    assert_int_equal(smp_score(&ws, x, 5, 0, 0, &sr, &err), -1); /* not the workspace's vocabulary */
+    assert_non_null(strstr(err.msg, "entries"));
+    smp_workspace_free(&ws);
     /* logprobs without alternatives, and none at all */
     smp_params p = smp_params_default();
     p.logprobs = true;

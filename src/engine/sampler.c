@@ -181,6 +181,27 @@ int smp_accept(smp_state *st, int32_t token, v4_err *err)
 
 /* ---- sampling ---- */
 
+/* m, the largest logit, leaves something to sample from. */
+static int check_max(float m, v4_err *err)
+{
+    if (m == INFINITY)
+        return v4_errf(err, "sampler: a logit is +inf");
+    if (m == -INFINITY)
+        return v4_errf(err, "sampler: no finite logit (all -inf or NaN)");
+    return 0;
+}
+
+/* The raw-model logprob of out->token (-inf for an id the logits lack) and
+ * the n_top most probable tokens, from the logits' log-sum-exp. */
+static void put_logprobs(const float *logits, int64_t vocab, double lse, int n_top, smp_result *out)
+{
+    const int32_t t = out->token;
+    out->logprob = t < vocab && !isnan(logits[t]) ? (float)((double)logits[t] - lse) : -INFINITY;
+    out->n_top = smp_k_topn(logits, vocab, n_top, out->top);
+    for (int j = 0; j < out->n_top; j++)
+        out->top[j].logprob = (float)((double)out->top[j].logprob - lse);
+}
+
 int smp_sample(const smp_params *p, smp_state *st, smp_workspace *ws, const float *logits, int64_t vocab,
                smp_result *out, v4_err *err)
 {
@@ -194,10 +215,8 @@ int smp_sample(const smp_params *p, smp_state *st, smp_workspace *ws, const floa
 
     const float *x = smp_penalize(p, st, ws, logits, vocab);
     float m = smp_k_max(x, vocab, ws->blk);
-    if (m == INFINITY)
-        return v4_errf(err, "sampler: a logit is +inf");
-    if (m == -INFINITY)
-        return v4_errf(err, "sampler: no finite logit (all -inf or NaN)");
+    if (check_max(m, err))
+        return -1;
 
     int greedy = p->temperature < SMP_GREEDY_EPS;
     double total = 0;
@@ -216,10 +235,22 @@ int smp_sample(const smp_params *p, smp_state *st, smp_workspace *ws, const floa
     double sr = total;
     if (x != logits || greedy || p->temperature != 1.0f)
         sr = smp_k_expsum(logits, vocab, mr, 1.0f, NULL, NULL, NULL);
-    double lse = (double)mr + log(sr);
-    out->logprob = (float)((double)logits[out->token] - lse);
-    out->n_top = smp_k_topn(logits, vocab, p->n_logprobs, out->top);
-    for (int j = 0; j < out->n_top; j++)
-        out->top[j].logprob = (float)((double)out->top[j].logprob - lse);
+    put_logprobs(logits, vocab, (double)mr + log(sr), p->n_logprobs, out);
+    return 0;
+}
+
+int smp_score(smp_workspace *ws, const float *logits, int64_t vocab, int32_t token, int n_top, smp_result *out,
+              v4_err *err)
+{
+    if (vocab != ws->vocab)
+        return v4_errf(err, "sampler: logits have %lld entries, workspace %lld", (long long)vocab,
+                       (long long)ws->vocab);
+    if (token < 0 || n_top < 0 || n_top > SMP_MAX_LOGPROBS)
+        return v4_errf(err, "sampler: cannot score token %d with %d alternatives", token, n_top);
+    float m = smp_k_max(logits, vocab, ws->blk);
+    if (check_max(m, err))
+        return -1;
+    out->token = token;
+    put_logprobs(logits, vocab, (double)m + log(smp_k_expsum(logits, vocab, m, 1.0f, NULL, NULL, NULL)), n_top, out);
     return 0;
 }

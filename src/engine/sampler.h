@@ -131,4 +131,12 @@ int smp_accept(smp_state *st, int32_t token, v4_err *err);
 int smp_sample(const smp_params *p, smp_state *st, smp_workspace *ws, const float *logits, int64_t vocab,
                smp_result *out, v4_err *err);
 
+/* Scores a given token instead of sampling one (prompt logprobs): out->token
+ * = token, out->logprob its raw-model logprob under `logits` (-inf for an id
+ * at or past vocab: the sampler never picks it), and the n_top most probable
+ * tokens, as smp_sample reports them. The same errors for the logits as
+ * smp_sample. */
+int smp_score(smp_workspace *ws, const float *logits, int64_t vocab, int32_t token, int n_top, smp_result *out,
+              v4_err *err);
+
 #endif
