@@ -16,6 +16,7 @@ typedef struct eng_req {
     eng_callbacks cb;
     int32_t *tokens;     /* prompt, then output; capacity n_prompt + max_tokens */
     int n_prompt, n_output;
+    int next_scored;     /* prompt_logprobs: the next prompt position to report */
     int64_t n_computed;  /* tokens folded into the state */
     int32_t slot;        /* -1 unless running */
     int32_t *blocks;     /* capacity: the geometry's max blocks per sequence */
@@ -51,7 +52,7 @@ struct eng_engine {
     /* step buffers */
     v4_seq_batch *batch;
     eng_req **batch_req;
-    float *logits;
+    float *logits; /* max_num_seqs + prompt_logit_rows rows */
 };
 
 static int64_t blocks_for(const eng_engine *e, int64_t tokens)
@@ -65,8 +66,9 @@ int64_t eng_vocab(const eng_engine *e) { return e->vocab; }
 int eng_create(v4_model *m, const eng_config *cfg, eng_engine **out, v4_err *err)
 {
     *out = NULL;
-    if (cfg->max_num_seqs < 1 || cfg->max_step_tokens < 1 || cfg->max_model_len < 2)
-        return v4_errf(err, "engine needs max_num_seqs >= 1, max_step_tokens >= 1, max_model_len >= 2");
+    if (cfg->max_num_seqs < 1 || cfg->max_step_tokens < 1 || cfg->max_model_len < 2 || cfg->prompt_logit_rows < 0)
+        return v4_errf(err, "engine needs max_num_seqs >= 1, max_step_tokens >= 1, max_model_len >= 2, "
+                            "prompt_logit_rows >= 0");
     if (cfg->max_model_len > m->cfg.max_pos)
         return v4_errf(err, "max_model_len %lld exceeds the model's max_position_embeddings %lld",
                        (long long)cfg->max_model_len, (long long)m->cfg.max_pos);
@@ -103,7 +105,7 @@ int eng_create(v4_model *m, const eng_config *cfg, eng_engine **out, v4_err *err
     e->running = calloc((size_t)cfg->max_num_seqs, sizeof *e->running);
     e->batch = calloc((size_t)cfg->max_num_seqs, sizeof *e->batch);
     e->batch_req = calloc((size_t)cfg->max_num_seqs, sizeof *e->batch_req);
-    e->logits = malloc((size_t)cfg->max_num_seqs * (size_t)e->vocab * sizeof(float));
+    e->logits = malloc(((size_t)cfg->max_num_seqs + (size_t)cfg->prompt_logit_rows) * (size_t)e->vocab * sizeof(float));
     if (!e->running || !e->batch || !e->batch_req || !e->logits) {
         v4_errf(err, "out of memory");
         goto fail;
@@ -188,6 +190,8 @@ eng_submit_status eng_submit(eng_engine *e, const int32_t *prompt, int n_prompt,
         return v4_errf(err, "max_tokens must be at least 1, got %d", p->max_tokens), ENG_BAD_REQUEST;
     if (p->n_stop_ids < 0 || p->n_stop_ids > ENG_MAX_STOP_IDS)
         return v4_errf(err, "at most %d stop token ids", ENG_MAX_STOP_IDS), ENG_BAD_REQUEST;
+    if (p->prompt_logprobs && (e->cfg.prompt_logit_rows < 1 || !cb->on_prompt_logprob))
+        return v4_errf(err, "prompt logprobs are not enabled on this engine"), ENG_BAD_REQUEST;
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= e->vocab)
             return v4_errf(err, "prompt token %d is %d, outside the vocabulary of %lld", i, prompt[i],
@@ -202,6 +206,7 @@ eng_submit_status eng_submit(eng_engine *e, const int32_t *prompt, int n_prompt,
     r->p = *p;
     r->cb = *cb;
     r->n_prompt = n_prompt;
+    r->next_scored = 1; /* the first token has nothing before it */
     r->slot = -1;
     r->tokens = malloc((size_t)cap * sizeof(int32_t));
     r->blocks = malloc((size_t)e->geom.max_blocks_per_seq * sizeof(int32_t));
@@ -347,26 +352,49 @@ static void preempt(eng_engine *e, int i)
 
 static int64_t known(const eng_req *r) { return (int64_t)r->n_prompt + r->n_output; }
 
+/* The step's chunk for r (at most n tokens from r->n_computed) while prompt
+ * logprobs are due: rows start .. start+k-1 score positions start+1 ..
+ * start+k, so the chunk needs every row's logits (*all); it is cut at the
+ * prompt's end and to the extra rows left in the step. (A request
+ * recomputing its prompt after a preemption skips the positions it already
+ * reported; see score_prompt.) Returns the chunk's length (>= 1). */
+static int plan_chunk(const eng_req *r, int n, int *rows_left, bool *all)
+{
+    *all = false;
+    if (!r->p.prompt_logprobs || r->next_scored >= r->n_prompt)
+        return n;
+    int64_t cap = r->n_prompt - r->n_computed;
+    if (cap > 1 + *rows_left)
+        cap = 1 + *rows_left;
+    if (n > cap)
+        n = (int)cap;
+    *rows_left -= n - 1;
+    *all = true;
+    return n;
+}
+
 /* Plans this step's tokens per running request (decodes first, then prefill
  * chunks oldest first), gets their blocks (preempting the newest requests
  * when the pool runs dry), then admits waiting requests. Returns the
  * number of batch entries. */
 static int schedule(eng_engine *e)
 {
-    int budget = e->cfg.max_step_tokens;
+    int budget = e->cfg.max_step_tokens, rows_left = e->cfg.prompt_logit_rows;
     int want[e->cfg.max_num_seqs > 0 ? e->cfg.max_num_seqs : 1];
+    bool all[e->cfg.max_num_seqs > 0 ? e->cfg.max_num_seqs : 1];
     for (int i = 0; i < e->n_running; i++) {
         int64_t rem = known(e->running[i]) - e->running[i]->n_computed;
         want[i] = 0;
+        all[i] = false;
         if (rem == 1 && budget > 0) {
-            want[i] = 1;
+            want[i] = plan_chunk(e->running[i], 1, &rows_left, &all[i]);
             budget--;
         }
     }
     for (int i = 0; i < e->n_running; i++) {
         int64_t rem = known(e->running[i]) - e->running[i]->n_computed;
         if (rem > 1 && budget > 0) {
-            want[i] = (int)(rem < budget ? rem : budget);
+            want[i] = plan_chunk(e->running[i], (int)(rem < budget ? rem : budget), &rows_left, &all[i]);
             budget -= want[i];
         }
     }
@@ -391,13 +419,14 @@ static int schedule(eng_engine *e)
         eng_req *r = e->wait_head;
         if (kv_blocks_free(e->kv) < blocks_for(e, known(r)) + e->n_running)
             break;
-        int n = (int)(known(r) < budget ? known(r) : budget);
         pthread_mutex_lock(&e->mu);
         wait_pop(e);
         r->slot = kv_slot_take(e->kv);
         r->n_computed = 0;
-        e->running[e->n_running] = r;
-        want[e->n_running++] = n;
+        const int i = e->n_running++;
+        const int n = plan_chunk(r, (int)(known(r) < budget ? known(r) : budget), &rows_left, &all[i]);
+        e->running[i] = r;
+        want[i] = n;
         pthread_mutex_unlock(&e->mu);
         kv_blocks_grow(e->kv, r->blocks, &r->n_blocks, (int32_t)blocks_for(e, n));
         budget -= n;
@@ -409,7 +438,7 @@ static int schedule(eng_engine *e)
             continue;
         e->batch[nb] = (v4_seq_batch){.slot = r->slot, .start_pos = r->n_computed, .n_tokens = want[i],
                                       .tokens = r->tokens + r->n_computed, .block_table = r->blocks,
-                                      .n_blocks = r->n_blocks, .all_logits = false};
+                                      .n_blocks = r->n_blocks, .all_logits = all[i]};
         e->batch_req[nb++] = r;
     }
     return nb;
@@ -425,29 +454,62 @@ static bool is_stop_token(const eng_engine *e, const eng_req *r, int32_t tok)
     return false;
 }
 
-/* Samples for every sequence whose known tokens are all computed; finishes
- * those that are done. */
+/* Takes a running request out of the batch and finishes it. */
+static void end_running(eng_engine *e, eng_req *r, eng_finish why, const char *msg)
+{
+    for (int i = 0; i < e->n_running; i++)
+        if (e->running[i] == r) {
+            pthread_mutex_lock(&e->mu);
+            running_remove(e, i);
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+    finish(e, r, why, msg);
+}
+
+/* Reports the prompt positions that batch entry b's rows (from logits row
+ * `row` on, one a token) score and that are still due. */
+static int score_prompt(eng_engine *e, int b, int64_t row, v4_err *err)
+{
+    eng_req *r = e->batch_req[b];
+    const v4_seq_batch *sb = &e->batch[b];
+    for (int k = 0; k < sb->n_tokens; k++) {
+        const int64_t pos = sb->start_pos + k + 1;
+        if (pos < r->next_scored || pos >= r->n_prompt)
+            continue;
+        smp_result res;
+        if (smp_score(&e->ws, e->logits + (row + k) * e->vocab, e->sample_vocab, r->tokens[pos],
+                      r->p.sampling.n_logprobs, &res, err))
+            return -1;
+        r->cb.on_prompt_logprob(r->cb.user, (int)pos, &res);
+        r->next_scored = (int)pos + 1;
+    }
+    return 0;
+}
+
+/* Reports prompt logprobs, then samples for every sequence whose known
+ * tokens are all computed; finishes those that are done. */
 static void sample_and_emit(eng_engine *e, int nb)
 {
-    int64_t generated = 0;
+    int64_t generated = 0, row = 0;
     for (int b = 0; b < nb; b++) {
         eng_req *r = e->batch_req[b];
+        /* the entry's logits rows: all of its tokens', or its last one's */
+        const int64_t first = row, last = row + (e->batch[b].all_logits ? e->batch[b].n_tokens : 1) - 1;
+        row = last + 1;
+        v4_err err;
+        if (e->batch[b].all_logits && score_prompt(e, b, first, &err)) {
+            end_running(e, r, ENG_FINISH_ERROR, err.msg);
+            continue;
+        }
         r->n_computed += e->batch[b].n_tokens;
         if (r->n_computed < known(r))
             continue; /* prefill continues next step */
         smp_result res;
-        v4_err err;
-        if (smp_sample(&r->p.sampling, &r->smp, &e->ws, e->logits + (int64_t)b * e->vocab, e->sample_vocab, &res,
+        if (smp_sample(&r->p.sampling, &r->smp, &e->ws, e->logits + last * e->vocab, e->sample_vocab, &res,
                        &err) ||
             smp_accept(&r->smp, res.token, &err)) {
-            for (int i = 0; i < e->n_running; i++)
-                if (e->running[i] == r) {
-                    pthread_mutex_lock(&e->mu);
-                    running_remove(e, i);
-                    pthread_mutex_unlock(&e->mu);
-                    break;
-                }
-            finish(e, r, ENG_FINISH_ERROR, err.msg);
+            end_running(e, r, ENG_FINISH_ERROR, err.msg);
             continue;
         }
         r->tokens[r->n_prompt + r->n_output++] = res.token;
@@ -459,16 +521,8 @@ static void sample_and_emit(eng_engine *e, int nb)
             done = true;
             why = ENG_FINISH_LENGTH;
         }
-        if (done) {
-            for (int i = 0; i < e->n_running; i++)
-                if (e->running[i] == r) {
-                    pthread_mutex_lock(&e->mu);
-                    running_remove(e, i);
-                    pthread_mutex_unlock(&e->mu);
-                    break;
-                }
-            finish(e, r, why, NULL);
-        }
+        if (done)
+            end_running(e, r, why, NULL);
     }
     pthread_mutex_lock(&e->mu);
     e->stats.generated_tokens += generated;

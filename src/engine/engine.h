@@ -37,12 +37,17 @@ typedef struct eng_config {
     int max_waiting;         /* queued requests beyond which submit refuses (0: unlimited) */
     int64_t sample_vocab;    /* sample only ids below this (the tokenizer's size when the
                                 model's vocabulary is padded beyond it); 0: all */
+    int prompt_logit_rows;   /* logit rows a step may add for prompt logprobs (beyond one a
+                                sequence): a request's prefill chunks are cut to fit; the
+                                host keeps (max_num_seqs + this) rows. 0: prompt logprobs
+                                are refused */
 } eng_config;
 
 typedef struct eng_req_params {
     smp_params sampling;
     int32_t max_tokens;      /* >= 1 */
     bool ignore_eos;
+    bool prompt_logprobs;    /* report every prompt token's logprob through on_prompt_logprob */
     int32_t stop_ids[ENG_MAX_STOP_IDS];
     int n_stop_ids;
 } eng_req_params;
@@ -59,6 +64,12 @@ typedef struct eng_callbacks {
     /* One generated token. Return nonzero to finish the request now with
      * ENG_FINISH_STOP (a stop string completed, say). */
     int (*on_token)(void *user, int32_t token, const smp_result *r);
+    /* With prompt_logprobs: prompt token `pos` (1 <= pos < n_prompt) scored
+     * given the tokens before it (raw-model logprob, and the
+     * sampling.n_logprobs most probable tokens there; smp_score). Each
+     * position once and in order (a preempted request does not repeat
+     * them), all before the first on_token. */
+    void (*on_prompt_logprob)(void *user, int pos, const smp_result *r);
     /* The request ended; called exactly once, after which the engine forgets it. */
     void (*on_finish)(void *user, eng_finish why, const char *error);
     void *user;
