@@ -3,7 +3,7 @@
  * continuations of tiny and rates, streamed and not; the text is the
  * tokenizer's decode of those ids; several prompts and n > 1 come back in
  * vLLM's order with seeds that repeat; text prompts get BOS; echo;
- * completions logprobs; stop strings and stop token ids end generation at
+ * completions logprobs, of the prompt too with echo; stop strings and stop token ids end generation at
  * the right token; /health, /v1/models and /metrics. The real binary runs
  * as a child process (tests/server/harness.h). */
 #include <stdarg.h>
@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+
+#include <math.h>
 
 #include "server/harness.h"
 #include "tokenizer/tokenizer.h"
@@ -328,6 +330,99 @@ static void completion_logprobs(void **state)
     free(body);
 }
 
+/* The logprobs object of a completions choice, checked for shape: n entries
+ * in each of its four arrays. */
+static json_t *logprobs_of(json_t *choice, size_t n)
+{
+    json_t *lp = json_object_get(choice, "logprobs");
+    static const char *const KEYS[] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(json_array_size(json_object_get(lp, KEYS[k])), n);
+    return lp;
+}
+
+/* echo + logprobs scores the prompt: the whole golden sequence as a prompt
+ * gives its continuation's tokens the logprobs they get when generated
+ * greedily after the golden prompt; the first prompt token has none; the
+ * stream carries the same entries; offsets index the echoed text. */
+static void echo_logprobs(void **state)
+{
+    const int P = tiny.prompt_len, T = tiny.n_tokens;
+    char *gen_body = completion_body(tiny.tokens, P, T - P, "\"logprobs\":2,\"ignore_eos\":true");
+    json_t *g = post_ok(srv.port, "/v1/completions", gen_body);
+    json_t *glp = logprobs_of(json_array_get(json_object_get(g, "choices"), 0), (size_t)(T - P));
+    char *echo_body = completion_body(tiny.tokens, T, 1, "\"logprobs\":2,\"echo\":true,\"ignore_eos\":true");
+    json_t *e = post_ok(srv.port, "/v1/completions", echo_body);
+    json_t *c = json_array_get(json_object_get(e, "choices"), 0);
+    json_t *lp = logprobs_of(c, (size_t)T + 1);
+    json_t *lps = json_object_get(lp, "token_logprobs"), *tops = json_object_get(lp, "top_logprobs"),
+           *offs = json_object_get(lp, "text_offset"), *toks = json_object_get(lp, "tokens");
+    assert_true(json_is_null(json_array_get(lps, 0)) && json_is_null(json_array_get(tops, 0)));
+    for (int i = 1; i < T; i++) {
+        double v = json_number_value(json_array_get(lps, (size_t)i));
+        assert_true(v <= 0);
+        json_t *top = json_array_get(tops, (size_t)i);
+        assert_true(json_object_size(top) >= 1 && json_object_size(top) <= 3);
+        assert_non_null(json_object_get(top, json_string_value(json_array_get(toks, (size_t)i))));
+        if (i >= P) { /* a golden continuation token: as generated */
+            double want = json_number_value(json_array_get(json_object_get(glp, "token_logprobs"), (size_t)(i - P)));
+            if (fabs(v - want) > 1e-6)
+                fail_msg("prompt position %d: logprob %.9f, generated %.9f", i, v, want);
+        }
+    }
+    /* offsets: the prompt's tokens tile the echoed text; the generated token starts where it ends */
+    char *echo_text = decode(tiny.tokens, T);
+    const size_t echo_len = strlen(echo_text);
+    assert_true(strncmp(json_string_value(json_object_get(c, "text")), echo_text, echo_len) == 0);
+    assert_int_equal(json_integer_value(json_array_get(offs, 0)), 0);
+    assert_int_equal(json_integer_value(json_array_get(offs, (size_t)T)), (json_int_t)echo_len);
+    for (int i = 1; i <= T; i++)
+        assert_true(json_integer_value(json_array_get(offs, (size_t)i)) >=
+                    json_integer_value(json_array_get(offs, (size_t)i - 1)));
+
+    /* streamed: the first chunk holds the echo and the prompt's entries */
+    char *stream_body = completion_body(tiny.tokens, T, 3,
+                                        "\"logprobs\":2,\"echo\":true,\"ignore_eos\":true,\"stream\":true");
+    th_resp r;
+    assert_int_equal(th_http(srv.port, "POST", "/v1/completions", NULL, stream_body, &r), 0);
+    assert_int_equal(r.status, 200);
+    bool done;
+    json_t *ev = th_sse_events(r.body, &done), *first = json_array_get(json_object_get(json_array_get(ev, 0), "choices"), 0);
+    assert_true(done);
+    json_t *slp = logprobs_of(first, (size_t)T + 1);
+    assert_true(json_equal(json_object_get(slp, "token_logprobs"), lps));
+    assert_true(json_equal(json_object_get(slp, "text_offset"), offs));
+    assert_true(strncmp(json_string_value(json_object_get(first, "text")), echo_text, echo_len) == 0);
+    size_t entries = 0, i;
+    json_t *x;
+    json_array_foreach(ev, i, x)
+    {
+        json_t *ch = json_array_get(json_object_get(x, "choices"), 0);
+        entries += json_array_size(json_object_get(json_object_get(ch, "logprobs"), "tokens"));
+    }
+    assert_int_equal(entries, (size_t)T + 3);
+    json_decref(ev);
+    th_resp_free(&r);
+
+    /* a text prompt: the BOS put before it is scored but not part of the text */
+    json_t *t = post_ok(srv.port, "/v1/completions",
+                        "{\"prompt\":\"is the of\",\"max_tokens\":1,\"temperature\":0,\"echo\":true,"
+                        "\"logprobs\":0}");
+    json_t *tlp = logprobs_of(json_array_get(json_object_get(t, "choices"), 0), 5);
+    json_t *toffs = json_object_get(tlp, "text_offset");
+    assert_int_equal(json_integer_value(json_array_get(toffs, 0)), 0);
+    assert_int_equal(json_integer_value(json_array_get(toffs, 1)), 0);
+    assert_int_equal(json_integer_value(json_array_get(toffs, 4)), (json_int_t)strlen("is the of"));
+    assert_true(json_is_null(json_array_get(json_object_get(tlp, "token_logprobs"), 0)));
+    json_decref(t);
+    free(echo_text);
+    free(stream_body);
+    free(echo_body);
+    free(gen_body);
+    json_decref(e);
+    json_decref(g);
+}
+
 /* A stop string taken from the middle of the greedy text ends the request
  * at the token that completes it; the text stops just before it. */
 static void stop_strings(void **state)
@@ -453,6 +548,7 @@ int main(void)
         cmocka_unit_test(golden_rates),
 #endif
         cmocka_unit_test(prompts_and_n),       cmocka_unit_test(seeds),         cmocka_unit_test(text_prompt_echo),
+        cmocka_unit_test(echo_logprobs),
         cmocka_unit_test(completion_logprobs), cmocka_unit_test(stop_strings),  cmocka_unit_test(small_endpoints),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -204,7 +204,6 @@ static void unsupported(void **state)
         {CMPL, "{\"prompt\": [1], \"suffix\": \"end\"}", "suffix"},
         {CMPL, "{\"prompt\": [1], \"logit_bias\": {\"5\": 10}}", "logit_bias"},
         {CMPL, "{\"prompt\": [1], \"best_of\": 3}", "best_of"},
-        {CMPL, "{\"prompt\": [1], \"echo\": true, \"logprobs\": 1}", "logprobs"},
         {CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": [{\"type\": \"function\"}]}",
          "tools"},
         {CHAT,

@@ -39,6 +39,9 @@ static void usage(FILE *f)
             "  --max-num-seqs N         sequences running at once (default 64)\n"
             "  --max-model-len N        context per sequence, prompt + output (default min(model, %d))\n"
             "  --max-step-tokens N      tokens per engine step, decode + prefill chunks (default 1024)\n"
+            "  --prompt-logit-rows N    logit rows a step may spend on prompt logprobs (completions with echo\n"
+            "                           and logprobs); the host keeps (max-num-seqs + N) rows of logits\n"
+            "                           (default 128; 0 refuses such requests)\n"
             "  --kv-budget-mb N         memory for KV blocks (default: enough for every sequence at full length)\n"
             "  --max-waiting N          queued requests beyond which new ones get 429 (default 0: no limit)\n"
             "  --max-body-mb N          largest request body (default 8)\n"
@@ -49,7 +52,8 @@ static void usage(FILE *f)
 
 typedef struct serve_opts {
     const char *model_dir, *host, *name, *api_key;
-    int64_t port, max_num_seqs, max_model_len, max_step_tokens, kv_budget_mb, max_waiting, max_body_mb;
+    int64_t port, max_num_seqs, max_model_len, max_step_tokens, prompt_logit_rows, kv_budget_mb, max_waiting,
+        max_body_mb;
     double shutdown_timeout;
     backend_opts bo;
 } serve_opts;
@@ -91,6 +95,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             rc = cli_parse_i64(cmd, a, v, 2, INT32_MAX, &o->max_model_len);
         else if (strcmp(a, "--max-step-tokens") == 0)
             rc = cli_parse_i64(cmd, a, v, 1, 1 << 20, &o->max_step_tokens);
+        else if (strcmp(a, "--prompt-logit-rows") == 0)
+            rc = cli_parse_i64(cmd, a, v, 0, 1 << 20, &o->prompt_logit_rows);
         else if (strcmp(a, "--kv-budget-mb") == 0)
             rc = cli_parse_i64(cmd, a, v, 0, INT64_MAX >> 20, &o->kv_budget_mb);
         else if (strcmp(a, "--max-waiting") == 0)
@@ -131,6 +137,7 @@ int cmd_serve(int argc, char **argv)
                     .port = 8000,
                     .max_num_seqs = 64,
                     .max_step_tokens = 1024,
+                    .prompt_logit_rows = 128,
                     .max_body_mb = 8,
                     .shutdown_timeout = 10,
                     .bo = {.name = "cpu", .fp8_dialect = DT_F8_E4M3}};
@@ -162,6 +169,7 @@ int cmd_serve(int argc, char **argv)
         max_len = m->cfg.max_pos < DEFAULT_MAX_MODEL_LEN ? m->cfg.max_pos : DEFAULT_MAX_MODEL_LEN;
     eng_config ec = {.max_num_seqs = (int)o.max_num_seqs,
                      .max_step_tokens = (int)o.max_step_tokens,
+                     .prompt_logit_rows = (int)o.prompt_logit_rows,
                      .max_model_len = max_len,
                      .kv_budget_bytes = o.kv_budget_mb << 20,
                      .max_waiting = (int)o.max_waiting,

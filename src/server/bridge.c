@@ -54,6 +54,7 @@ void srv_delta_clear(srv_delta *d)
 {
     srv_buf_clear(&d->ids);
     srv_buf_clear(&d->lps);
+    srv_buf_clear(&d->prompt_lps);
     srv_buf_clear(&d->text);
     srv_buf_clear(&d->reasoning);
 }
@@ -62,6 +63,7 @@ void srv_delta_free(srv_delta *d)
 {
     srv_buf_free(&d->ids);
     srv_buf_free(&d->lps);
+    srv_buf_free(&d->prompt_lps);
     srv_buf_free(&d->text);
     srv_buf_free(&d->reasoning);
 }
@@ -165,6 +167,20 @@ static int on_token(void *user, int32_t token, const smp_result *r)
     return stop;
 }
 
+/* Prompt positions arrive in order, all before the first token. */
+static void on_prompt_logprob(void *user, int pos, const smp_result *r)
+{
+    choice *c = user;
+    srv_job *j = c->job;
+    (void)pos;
+    pthread_mutex_lock(&j->mu);
+    if (srv_buf_append(&c->pending.prompt_lps, r, sizeof *r))
+        c->failed = true; /* on_token stops the request at its first token */
+    j->events++;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
 static void on_finish(void *user, eng_finish why, const char *msg)
 {
     choice *c = user;
@@ -196,7 +212,10 @@ eng_submit_status srv_job_submit(srv_job *j, int i, eng_engine *e, const int32_t
                                  const eng_req_params *p, v4_err *err)
 {
     choice *c = &j->c[i];
-    eng_callbacks cb = {.on_token = on_token, .on_finish = on_finish, .user = c};
+    eng_callbacks cb = {.on_token = on_token,
+                        .on_prompt_logprob = j->cfg.prompt_logprobs ? on_prompt_logprob : NULL,
+                        .on_finish = on_finish,
+                        .user = c};
     /* Counted before the call: the engine thread may finish the request
      * before eng_submit returns. */
     pthread_mutex_lock(&j->mu);
@@ -273,7 +292,8 @@ bool srv_job_drain(srv_job *j, int i, srv_delta *d, eng_finish *why, char *msg, 
 {
     choice *c = &j->c[i];
     pthread_mutex_lock(&j->mu);
-    if (move(&d->ids, &c->pending.ids) | move(&d->lps, &c->pending.lps) | move(&d->text, &c->pending.text) |
+    if (move(&d->ids, &c->pending.ids) | move(&d->lps, &c->pending.lps) |
+        move(&d->prompt_lps, &c->pending.prompt_lps) | move(&d->text, &c->pending.text) |
         move(&d->reasoning, &c->pending.reasoning))
         c->failed = true; /* on_token stops the request at its next token */
     bool fin = c->finished;

@@ -9,7 +9,8 @@
  * pending output under the job's mutex and signal its condition variables.
  * Callbacks never wait for the connection: the critical section is a few
  * memcpys, and the pending output is bounded by max_tokens (one id, one
- * logprob record and a token's worth of text per generated token).
+ * logprob record and a token's worth of text per generated token; one
+ * logprob record per prompt token when prompt logprobs are asked for).
  *
  * The connection thread waits (with a timeout, so it can notice a client
  * that hung up) for any event when streaming, or only for finishes when it
@@ -40,6 +41,7 @@ typedef struct srv_job_config {
     bool thinking;            /* the prompt opened a reasoning block */
     bool skip_special;        /* leave special tokens out of the text */
     bool logprobs;            /* keep each token's smp_result */
+    bool prompt_logprobs;     /* and each prompt position's (the engine's on_prompt_logprob) */
     const char *const *stops; /* stop strings (already validated) */
     size_t n_stops;
 } srv_job_config;
@@ -48,6 +50,7 @@ typedef struct srv_job_config {
 typedef struct srv_delta {
     srv_buf ids;       /* int32_t token ids */
     srv_buf lps;       /* smp_result per id, when logprobs */
+    srv_buf prompt_lps; /* smp_result per prompt position from 1 on, in order, when prompt_logprobs */
     srv_buf text;      /* text (chat: the answer, "content") */
     srv_buf reasoning; /* chat: "reasoning_content" */
 } srv_delta;

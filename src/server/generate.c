@@ -25,7 +25,8 @@ typedef struct gen_prompt {
     int32_t *ids;
     int n_ids;
     int32_t max_tokens;
-    char *echo; /* completions with echo: the prompt text */
+    bool from_text; /* a text prompt: ids[0] is the BOS put before its tokens */
+    char *echo;     /* completions with echo: the prompt text */
     size_t echo_len;
 } gen_prompt;
 
@@ -38,7 +39,7 @@ typedef struct gen_choice {
     char msg[256];
     int64_t n_tokens;
     int64_t text_offset; /* completions logprobs */
-    srv_delta all;       /* non-streaming: everything */
+    srv_delta all;       /* non-streaming: everything; streaming: the prompt's logprobs */
 } gen_choice;
 
 typedef struct gen {
@@ -132,6 +133,7 @@ static int tokenize(gen *g, srv_error *e)
                 memcpy(gp->ids + 1, body, n * sizeof *body);
             free(body);
             gp->n_ids = (int)n + 1;
+            gp->from_text = true;
             if (r->echo) {
                 if (!(gp->echo = strndup(sp->text, sp->text_len)))
                     return oom(e);
@@ -197,6 +199,7 @@ static int submit(gen *g, srv_error *e)
         .thinking = r->api == SRV_API_CHAT && r->thinking,
         .skip_special = r->skip_special_tokens,
         .logprobs = r->logprobs,
+        .prompt_logprobs = r->params.prompt_logprobs,
         .stops = (const char *const *)r->stop,
         .n_stops = (size_t)r->n_stop,
     };
@@ -231,15 +234,42 @@ static int submit(gen *g, srv_error *e)
 
 /* ---- non-streaming ---- */
 
-static json_t *choice_logprobs(gen *g, const srv_delta *d, int64_t *text_offset)
+/* Whether prompt token i is part of the echoed text: the BOS put before a
+ * text prompt is not, nor a special token that skip_special_tokens left out
+ * of an echoed id prompt. */
+static bool in_echo(const gen *g, const gen_prompt *gp, int i)
 {
+    if (gp->from_text)
+        return i > 0;
+    return !(g->r.skip_special_tokens && tok_is_special(g->s->tok, gp->ids[i]));
+}
+
+/* The logprobs of choice c's tokens in d; with prompt logprobs, the first
+ * time (`first`) the prompt's tokens lead (their records in ch->all: the
+ * first token's logprob is null, nothing comes before it). */
+static json_t *choice_logprobs(gen *g, int c, const srv_delta *d, bool first)
+{
+    gen_choice *ch = &g->ch[c];
     const int32_t *ids = (const int32_t *)d->ids.p;
     int n = (int)(d->ids.n / sizeof *ids);
     if (!g->r.logprobs)
         return json_null();
     const smp_result *lp = (const smp_result *)d->lps.p;
-    return g->r.api == SRV_API_COMPLETIONS ? srv_logprobs_completion(g->s->tok, ids, lp, n, text_offset)
-                                           : srv_logprobs_chat(g->s->tok, ids, lp, n);
+    if (g->r.api == SRV_API_CHAT)
+        return srv_logprobs_chat(g->s->tok, ids, lp, n);
+    if (!first || !g->r.params.prompt_logprobs)
+        return srv_logprobs_completion(g->s->tok, ids, lp, n, &ch->text_offset);
+    const gen_prompt *gp = &g->prompts[ch->prompt];
+    const smp_result *plp = (const smp_result *)ch->all.prompt_lps.p;
+    /* all of them unless the request ended early (aborted at shutdown) */
+    const int scored = (int)(ch->all.prompt_lps.n / sizeof *plp);
+    json_t *o = srv_logprobs_new();
+    int64_t off = 0;
+    for (int i = 0; i < gp->n_ids && i <= scored; i++)
+        srv_logprobs_add(o, g->s->tok, gp->ids[i], i ? &plp[i - 1] : NULL, in_echo(g, gp, i), &off);
+    for (int i = 0; i < n; i++)
+        srv_logprobs_add(o, g->s->tok, ids[i], &lp[i], true, &ch->text_offset);
+    return o;
 }
 
 static json_t *whole_choice(gen *g, int c)
@@ -264,7 +294,7 @@ static json_t *whole_choice(gen *g, int c)
                                           : json_null());
         json_object_set_new(o, "message", m);
     }
-    json_object_set_new(o, "logprobs", choice_logprobs(g, d, &ch->text_offset));
+    json_object_set_new(o, "logprobs", choice_logprobs(g, c, d, true));
     json_object_set_new(o, "finish_reason", json_string(srv_finish_reason(ch->why)));
     if (g->r.return_token_ids) {
         if (g->r.api == SRV_API_COMPLETIONS)
@@ -332,6 +362,14 @@ static int stream_choice(gen *g, int c, const srv_delta *d, bool fin)
         ch->final = true;
         return srv_sse_event(&g->out, srv_error_object(&e));
     }
+    if (g->r.params.prompt_logprobs && !ch->started) {
+        /* The prompt's logprobs all come before the first token: the first
+         * chunk waits for them (it holds the echo and their logprobs). */
+        if (srv_buf_append(&ch->all.prompt_lps, d->prompt_lps.p, d->prompt_lps.n))
+            return -1;
+        if (!n && !fin)
+            return 0;
+    }
     bool first = !ch->started;
     ch->started = true;
     bool has_text = d->text.n || d->reasoning.n || (first && gp->echo_len);
@@ -362,7 +400,8 @@ static int stream_choice(gen *g, int c, const srv_delta *d, bool fin)
         if (first && g->r.return_token_ids)
             json_object_set_new(choice, "prompt_token_ids", srv_json_ids(gp->ids, gp->n_ids));
     }
-    json_object_set_new(choice, "logprobs", n ? choice_logprobs(g, d, &ch->text_offset) : json_null());
+    json_object_set_new(choice, "logprobs",
+                        n || (first && g->r.params.prompt_logprobs) ? choice_logprobs(g, c, d, first) : json_null());
     json_object_set_new(choice, "finish_reason", fin ? json_string(srv_finish_reason(ch->why)) : json_null());
     if (g->r.return_token_ids)
         json_object_set_new(choice, "token_ids", srv_json_ids(ids, n));

@@ -363,9 +363,8 @@ static int parse_logprobs(json_t *o, srv_gen_req *r, srv_error *err)
             return -1;
         r->logprobs = v >= 0;
         r->top_logprobs = v > 0 ? (int)v : 0;
-        if (r->logprobs && r->echo)
-            return srv_errorf(err, 400, "logprobs",
-                              "'echo' together with 'logprobs' (prompt logprobs) is not supported");
+        /* with echo, the prompt's tokens get logprobs too (the first one null) */
+        r->params.prompt_logprobs = r->logprobs && r->echo;
         return 0;
     }
     /* chat: "logprobs": bool, "top_logprobs": N */

@@ -6,8 +6,8 @@
  * not a zero); null means "the default" for every optional field, as in the
  * OpenAI API. Unknown fields are ignored (clients send extras), but OpenAI
  * fields whose meaning this server cannot honour (suffix, logit_bias,
- * tools, best_of != n, non-text response formats, echo with logprobs) are
- * refused rather than silently dropped. Ranges of the sampling parameters
+ * tools, best_of != n, non-text response formats) are refused rather than
+ * silently dropped. Ranges of the sampling parameters
  * are checked by smp_params_check, stop strings by stop_init, so the limits
  * live in one place. Tokenizing and the context-length checks happen later,
  * in the handler, which knows the model. */
@@ -41,7 +41,7 @@ typedef struct srv_gen_req {
     /* completions */
     srv_prompt *prompts;
     int n_prompts;
-    bool echo;
+    bool echo;             /* completions: with logprobs, params.prompt_logprobs is set */
     /* chat */
     tok_chat_msg *msgs; /* role and content owned */
     size_t n_msgs;

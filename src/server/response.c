@@ -107,34 +107,50 @@ static json_t *token_text(const tok_tokenizer *t, int32_t id)
     return srv_json_text(s ? s : "", s ? n : 0);
 }
 
+json_t *srv_logprobs_new(void)
+{
+    return json_pack("{s:[],s:[],s:[],s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
+}
+
+void srv_logprobs_add(json_t *lp, const tok_tokenizer *t, int32_t id, const smp_result *r, bool in_text,
+                      int64_t *text_offset)
+{
+    json_array_append_new(json_object_get(lp, "tokens"), token_text(t, id));
+    json_array_append_new(json_object_get(lp, "text_offset"), json_integer(*text_offset));
+    if (in_text) {
+        size_t len = 0;
+        tok_token_bytes(t, id, &len);
+        *text_offset += (int64_t)len;
+    }
+    if (!r) {
+        json_array_append_new(json_object_get(lp, "token_logprobs"), json_null());
+        json_array_append_new(json_object_get(lp, "top_logprobs"), json_null());
+        return;
+    }
+    json_array_append_new(json_object_get(lp, "token_logprobs"), logprob_value(r->logprob));
+    /* {token: logprob} of the alternatives, with the token itself (vLLM
+     * includes it too, so logprobs=0 still names it). */
+    json_t *top = json_object();
+    for (int k = 0; k < r->n_top; k++) {
+        json_t *key = token_text(t, r->top[k].id);
+        if (key && !json_object_get(top, json_string_value(key)))
+            json_object_set_new(top, json_string_value(key), logprob_value(r->top[k].logprob));
+        json_decref(key);
+    }
+    json_t *key = token_text(t, id);
+    if (key && !json_object_get(top, json_string_value(key)))
+        json_object_set_new(top, json_string_value(key), logprob_value(r->logprob));
+    json_decref(key);
+    json_array_append_new(json_object_get(lp, "top_logprobs"), top);
+}
+
 json_t *srv_logprobs_completion(const tok_tokenizer *t, const int32_t *ids, const smp_result *r, int n,
                                 int64_t *text_offset)
 {
-    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
-    for (int i = 0; i < n; i++) {
-        size_t len = 0;
-        tok_token_bytes(t, ids[i], &len);
-        json_array_append_new(tokens, token_text(t, ids[i]));
-        json_array_append_new(lps, logprob_value(r[i].logprob));
-        json_array_append_new(offs, json_integer(*text_offset));
-        *text_offset += (int64_t)len;
-        /* {token: logprob} of the alternatives, with the sampled token
-         * (vLLM includes it too, so logprobs=0 still names it). */
-        json_t *top = json_object();
-        for (int k = 0; k < r[i].n_top; k++) {
-            json_t *key = token_text(t, r[i].top[k].id);
-            if (key && !json_object_get(top, json_string_value(key)))
-                json_object_set_new(top, json_string_value(key), logprob_value(r[i].top[k].logprob));
-            json_decref(key);
-        }
-        json_t *key = token_text(t, ids[i]);
-        if (key && !json_object_get(top, json_string_value(key)))
-            json_object_set_new(top, json_string_value(key), logprob_value(r[i].logprob));
-        json_decref(key);
-        json_array_append_new(tops, top);
-    }
-    return json_pack("{s:o,s:o,s:o,s:o}", "tokens", tokens, "token_logprobs", lps, "top_logprobs", tops, "text_offset",
-                     offs);
+    json_t *lp = srv_logprobs_new();
+    for (int i = 0; i < n; i++)
+        srv_logprobs_add(lp, t, ids[i], &r[i], true, text_offset);
+    return lp;
 }
 
 static json_t *chat_entry(const tok_tokenizer *t, int32_t id, float lp)

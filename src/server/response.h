@@ -27,9 +27,17 @@ json_t *srv_usage(int64_t prompt_tokens, int64_t completion_tokens);
 const char *srv_finish_reason(eng_finish why);
 
 /* Completions logprobs {"tokens", "token_logprobs", "top_logprobs",
- * "text_offset"} for n tokens; *text_offset is where the first token's text
- * starts and is advanced past the last. Offsets count bytes of the UTF-8
- * text (a token may hold part of a character, so characters would not do). */
+ * "text_offset"}, empty; srv_logprobs_add appends one token: r NULL for a
+ * token with nothing before it (the prompt's first: logprob and top null),
+ * else its logprob and {token: logprob} of the alternatives and the token.
+ * *text_offset is where the token's text starts; it is advanced past the
+ * token when the token is part of the text (in_text). Offsets count bytes of
+ * the UTF-8 text (a token may hold part of a character, so characters would
+ * not do). */
+json_t *srv_logprobs_new(void);
+void srv_logprobs_add(json_t *lp, const tok_tokenizer *t, int32_t id, const smp_result *r, bool in_text,
+                      int64_t *text_offset);
+/* The same for n generated tokens. */
 json_t *srv_logprobs_completion(const tok_tokenizer *t, const int32_t *ids, const smp_result *r, int n,
                                 int64_t *text_offset);
 /* Chat logprobs {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}. */
