@@ -229,6 +229,23 @@ static void test_concurrent_tiny_64(void **state) { concurrent_case("tiny", MANY
 static void test_concurrent_tiny_64_few_slots(void **state) { concurrent_case("tiny", MANY, MANY / 8, 100); }
 static void test_concurrent_rates(void **state) { concurrent_case("rates", TU_SANITIZED ? 2 : 4, 4, 96); }
 
+/* n random prompts of len tokens of tiny's vocabulary, one after another. */
+static void random_prompts(int32_t *prompts, int n, int len, const char *seed_name)
+{
+    tu_rng rng = {tu_seed_from_time(seed_name)};
+    for (int i = 0; i < n * len; i++)
+        prompts[i] = (int32_t)(tu_next(&rng) % 1024);
+}
+
+/* Bytes of one KV block (256 tokens) of f's model. */
+static int64_t kv_block_bytes(const fixture *f)
+{
+    kv_geom g;
+    v4_err err;
+    assert_int_equal(kv_geom_init(&g, &f->m->cfg, 1, 1, 1024, &err), 0);
+    return kv_block_elems(&g) * f->be->kv_elem_bytes;
+}
+
 /* A KV budget too small for everyone at once forces preemption; every
  * request still completes with its alone output. */
 static void test_preemption(void **state)
@@ -236,17 +253,12 @@ static void test_preemption(void **state)
     fixture *f = open_model("tiny");
     enum { N = 8, LEN = 240, MT = 40 };
     int32_t prompts[N][LEN];
-    tu_rng rng = {tu_seed_from_time("preemption")};
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < LEN; j++)
-            prompts[i][j] = (int32_t)(tu_next(&rng) % 1024);
+    random_prompts(&prompts[0][0], N, LEN, "preemption");
     /* blocks of 256 tokens: each request ends needing 2; 5 blocks for 4 slots:
      * three are admitted (one block each plus headroom), then cannot all grow */
-    kv_geom g;
     v4_err err;
-    assert_int_equal(kv_geom_init(&g, &f->m->cfg, 1, 1, 1024, &err), 0);
-    int64_t block_bytes = kv_block_elems(&g) * f->be->kv_elem_bytes;
-    eng_config c = {.max_num_seqs = 4, .max_step_tokens = 64, .max_model_len = 512, .kv_budget_bytes = 5 * block_bytes};
+    eng_config c = {.max_num_seqs = 4, .max_step_tokens = 64, .max_model_len = 512,
+                    .kv_budget_bytes = 5 * kv_block_bytes(f)};
     eng_engine *e;
     assert_int_equal(eng_create(f->m, &c, &e, &err), 0);
     out_seq outs[N], alone;
@@ -340,19 +352,12 @@ static void test_prompt_logprobs_preemption(void **state)
     fixture *f = open_model("tiny");
     enum { N = 6, LEN = 240, MT = 40 };
     int32_t prompts[N][LEN];
-    tu_rng rng = {tu_seed_from_time("prompt_logprobs_preemption")};
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < LEN; j++)
-            prompts[i][j] = (int32_t)(tu_next(&rng) % 1024);
-    kv_geom g;
-    v4_err err;
-    assert_int_equal(kv_geom_init(&g, &f->m->cfg, 1, 1, 1024, &err), 0);
-    const int64_t block_bytes = kv_block_elems(&g) * f->be->kv_elem_bytes;
+    random_prompts(&prompts[0][0], N, LEN, "prompt_logprobs_preemption");
     static prompt_scores ps[N], ps_alone;
     memset(ps, 0, sizeof ps);
     out_seq outs[N], alone;
     memset(outs, 0, sizeof outs);
-    eng_engine *e = make_engine(f, 4, 48, 512, 5 * block_bytes);
+    eng_engine *e = make_engine(f, 4, 48, 512, 5 * kv_block_bytes(f));
     eng_req_params p[N];
     for (int i = 0; i < N; i++) {
         p[i] = greedy(MT);
