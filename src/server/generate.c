@@ -257,16 +257,16 @@ static json_t *choice_logprobs(gen *g, int c, const srv_delta *d, bool first)
     const smp_result *lp = (const smp_result *)d->lps.p;
     if (g->r.api == SRV_API_CHAT)
         return srv_logprobs_chat(g->s->tok, ids, lp, n);
-    if (!first || !g->r.params.prompt_logprobs)
-        return srv_logprobs_completion(g->s->tok, ids, lp, n, &ch->text_offset);
-    const gen_prompt *gp = &g->prompts[ch->prompt];
-    const smp_result *plp = (const smp_result *)ch->all.prompt_lps.p;
-    /* all of them unless the request ended early (aborted at shutdown) */
-    const int scored = (int)(ch->all.prompt_lps.n / sizeof *plp);
     json_t *o = srv_logprobs_new();
-    int64_t off = 0;
-    for (int i = 0; i < gp->n_ids && i <= scored; i++)
-        srv_logprobs_add(o, g->s->tok, gp->ids[i], i ? &plp[i - 1] : NULL, in_echo(g, gp, i), &off);
+    if (first && g->r.params.prompt_logprobs) {
+        const gen_prompt *gp = &g->prompts[ch->prompt];
+        const smp_result *plp = (const smp_result *)ch->all.prompt_lps.p;
+        /* all of them unless the request ended early (aborted at shutdown) */
+        const int scored = (int)(ch->all.prompt_lps.n / sizeof *plp);
+        int64_t off = 0;
+        for (int i = 0; i < gp->n_ids && i <= scored; i++)
+            srv_logprobs_add(o, g->s->tok, gp->ids[i], i ? &plp[i - 1] : NULL, in_echo(g, gp, i), &off);
+    }
     for (int i = 0; i < n; i++)
         srv_logprobs_add(o, g->s->tok, ids[i], &lp[i], true, &ch->text_offset);
     return o;

@@ -144,15 +144,6 @@ void srv_logprobs_add(json_t *lp, const tok_tokenizer *t, int32_t id, const smp_
     json_array_append_new(json_object_get(lp, "top_logprobs"), top);
 }
 
-json_t *srv_logprobs_completion(const tok_tokenizer *t, const int32_t *ids, const smp_result *r, int n,
-                                int64_t *text_offset)
-{
-    json_t *lp = srv_logprobs_new();
-    for (int i = 0; i < n; i++)
-        srv_logprobs_add(lp, t, ids[i], &r[i], true, text_offset);
-    return lp;
-}
-
 static json_t *chat_entry(const tok_tokenizer *t, int32_t id, float lp)
 {
     size_t len = 0;

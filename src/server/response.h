@@ -37,9 +37,6 @@ const char *srv_finish_reason(eng_finish why);
 json_t *srv_logprobs_new(void);
 void srv_logprobs_add(json_t *lp, const tok_tokenizer *t, int32_t id, const smp_result *r, bool in_text,
                       int64_t *text_offset);
-/* The same for n generated tokens. */
-json_t *srv_logprobs_completion(const tok_tokenizer *t, const int32_t *ids, const smp_result *r, int n,
-                                int64_t *text_offset);
 /* Chat logprobs {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}. */
 json_t *srv_logprobs_chat(const tok_tokenizer *t, const int32_t *ids, const smp_result *r, int n);
 
