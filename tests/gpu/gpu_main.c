@@ -39,6 +39,7 @@ static const gt_test TESTS[] = {
     {"moe_experts_small", test_moe_experts_small, true, true},
     {"sample", test_sample, true, false},
     {"attn_state_quick", test_attn_state_quick, true, true},
+    {"attn_state_quick_tc", test_attn_state_quick_tc, true, false},
     {"graph_vs_eager", test_graph_vs_eager, true, false},
     {"linear_real_dims", test_linear_real_dims, false, true},
     {"moe_experts_real_dims", test_moe_experts_real_dims, false, true},
@@ -54,6 +55,9 @@ static const gt_test TESTS[] = {
     {"tc_moe_real_dims", test_tc_moe_real_dims, false, false},
     {"blas_linear_formats", test_blas_linear_formats, true, false},
     {"blas_linear_real_dims", test_blas_linear_real_dims, false, false},
+    {"gemv_linear", test_gemv_linear, true, false},
+    {"moe_experts_gemv", test_moe_experts_gemv, true, false},
+    {"gemv_linear_real_dims", test_gemv_linear_real_dims, false, false},
 };
 
 static bool selected(const char *name, const char *only)

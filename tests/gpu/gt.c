@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "formats/dtype.h"
 
@@ -401,4 +402,72 @@ v4_step gt_host_view(const gt_step *s)
                  .seq_start = s->seq_start, .seq_ntok = s->seq_ntok, .seq_row = s->seq_row,
                  .block_table = s->block_table};
     return v;
+}
+
+/* ---- timing ---- */
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define T_CALLS 20
+#define T_CALLS_SLOW 4 /* for calls of a millisecond or more */
+#define T_SAMPLES 20
+
+double gt_time_calls(v4_backend *be, gt_call_fn f, void *ctx)
+{
+    v4_err err;
+    const double w0 = now_s();
+    /* every call the graph will hold, once: whatever a call prepares on
+     * first use (the cuBLASLt path's bf16 weight copies) exists before capture */
+    for (int i = 0; i < T_CALLS; i++)
+        f(be, ctx, i);
+    if (!gt_sync(be, "timing warm-up"))
+        return NAN;
+    const int calls = now_s() - w0 >= T_CALLS * 1e-3 ? T_CALLS_SLOW : T_CALLS;
+    void *graph = NULL;
+    if (be->ops->capture_begin) {
+        if (be->ops->capture_begin(be, &err)) {
+            gt_fail("capture_begin: %s", err.msg);
+            return NAN;
+        }
+        for (int i = 0; i < calls; i++)
+            f(be, ctx, i);
+        if (be->ops->capture_end(be, &graph, &err)) {
+            gt_fail("capture_end: %s", err.msg);
+            return NAN;
+        }
+    }
+    double s[T_SAMPLES];
+    for (int k = 0; k < T_SAMPLES; k++)
+        s[k] = NAN;
+    for (int k = -1; k < T_SAMPLES; k++) { /* k = -1: warm replay */
+        const double t0 = now_s();
+        if (graph) {
+            if (be->ops->graph_launch(be, graph, &err)) {
+                gt_fail("graph_launch: %s", err.msg);
+                break;
+            }
+        } else {
+            for (int i = 0; i < calls; i++)
+                f(be, ctx, i);
+        }
+        if (!gt_sync(be, "timed calls"))
+            break;
+        if (k >= 0)
+            s[k] = (now_s() - t0) / calls;
+    }
+    if (graph)
+        be->ops->graph_free(be, graph);
+    qsort(s, T_SAMPLES, sizeof *s, cmp_double);
+    return (s[T_SAMPLES / 2 - 1] + s[T_SAMPLES / 2]) / 2;
 }

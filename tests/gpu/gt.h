@@ -80,6 +80,13 @@ bool gt_close_to(const char *what, const float *got, const float *ref, size_t n,
 /* Same for int arrays (exact). */
 bool gt_same_ints(const char *what, const int32_t *got, const int32_t *ref, size_t n);
 
+/* Issues call i of a timed sequence on `be`. */
+typedef void (*gt_call_fn)(v4_backend *be, void *ctx, int i);
+/* Seconds per call: every call once to warm up, then the median over 20
+ * replays of a graph of 20 calls (4 for calls of a millisecond or more;
+ * eager batches when the backend has no graphs), so launch gaps are hidden. */
+double gt_time_calls(v4_backend *be, gt_call_fn f, void *ctx);
+
 /* Step metadata built on the host for both backends. */
 typedef struct gt_step {
     int n_tokens, n_seqs, max_blocks;

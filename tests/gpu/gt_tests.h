@@ -14,8 +14,10 @@ void test_elementwise(void);
 void test_moe_route(void);
 void test_moe_experts_small(void);
 void test_moe_experts_real_dims(void);
+void test_moe_experts_gemv(void);
 void test_sample(void);
 void test_attn_state_quick(void);
+void test_attn_state_quick_tc(void);
 void test_attn_state_f32(void);
 void test_attn_state_bf16(void);
 void test_attn_state_fp8(void);
@@ -29,5 +31,7 @@ void test_tc_moe_real_dims(void);
 void test_tc_batch_invariance(void);
 void test_blas_linear_formats(void);
 void test_blas_linear_real_dims(void);
+void test_gemv_linear(void);
+void test_gemv_linear_real_dims(void);
 
 #endif

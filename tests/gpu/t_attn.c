@@ -426,6 +426,21 @@ void test_attn_state_quick(void)
         run_case(&cs[i], &SMALL, true);
 }
 
+/* The tensor-core kernel (bf16 operands) at small shapes: steps of 75
+ * tokens (one block per token) and of at most 64 (keys split into runs,
+ * merged by the combine kernel); in the --quick subset, so under the
+ * sanitizers too. */
+void test_attn_state_quick_tc(void)
+{
+    static const attn_cfg cs[] = {
+        {"attn small sliding bf16 (tc)", LAYER_SLIDING, 0, "bf16", DT_F8_E4M3, 2e-2, 4e-3},
+        {"attn small CSA/4 bf16 (tc)", LAYER_CSA, 4, "bf16", DT_F8_E4M3, 2e-2, 4e-3},
+        {"attn small HCA/16 fp8 (tc)", LAYER_HCA, 16, "fp8", DT_F8_E4M3, 1.5e-1, 5e-2},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++)
+        run_case(&cs[i], &SMALL, true);
+}
+
 void test_attn_state_f32(void)
 {
     static const attn_cfg cs[] = {

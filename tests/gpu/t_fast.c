@@ -40,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gt.h"
 #include "gt_tests.h"
@@ -51,8 +50,9 @@ static bool failed_here(void) { return gt_failed() > g_base; }
 
 /* A CUDA backend on the SIMT kernels (plain), or on the tensor-core
  * kernels with the cuBLASLt path for steps of at least blas_min tokens (0:
- * path off, the kernels at every size); the caller's environment is
- * restored afterwards. */
+ * path off, the kernels at every size); the matrix-vector path (gemv.cu)
+ * is off, so that these tests reach the kernels at one token too. The
+ * caller's environment is restored afterwards. */
 static v4_backend *cuda_mode(dtype_t dialect, bool plain, int blas_min)
 {
     char min[16];
@@ -60,85 +60,16 @@ static v4_backend *cuda_mode(dtype_t dialect, bool plain, int blas_min)
     char *p = gt_swap_env("V4_CUDA_PLAIN", plain ? "1" : NULL);
     char *b = gt_swap_env("V4_CUDA_BLAS", blas_min > 0 ? "1" : "0");
     char *m = gt_swap_env("V4_CUDA_BLAS_MIN_TOKENS", blas_min > 0 ? min : NULL);
+    char *g = gt_swap_env("V4_CUDA_GEMV_MAX_TOKENS", "0");
     v4_backend *be = gt_cuda(dialect, "bf16", true);
     gt_restore_env("V4_CUDA_PLAIN", p);
     gt_restore_env("V4_CUDA_BLAS", b);
     gt_restore_env("V4_CUDA_BLAS_MIN_TOKENS", m);
+    gt_restore_env("V4_CUDA_GEMV_MAX_TOKENS", g);
     return be;
 }
 
 static const char *fmt_name(wfmt_t f, dtype_t d) { return f == WF_MXFP4 ? "MXFP4" : dt_name(d); }
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Issues call i of a timed sequence on `be`. */
-typedef void (*call_fn)(v4_backend *be, void *ctx, int i);
-
-#define T_CALLS 20
-#define T_CALLS_SLOW 4 /* for calls of a millisecond or more */
-#define T_SAMPLES 20
-
-/* Seconds per call: the median over T_SAMPLES replays of a graph of
- * `calls` calls (eager batches when the backend has no graphs). */
-static double time_calls(v4_backend *be, call_fn f, void *ctx)
-{
-    v4_err err;
-    const double w0 = now_s();
-    /* every call the graph will hold, once: whatever a call prepares on
-     * first use (the cuBLASLt path's bf16 weight copies) exists before capture */
-    for (int i = 0; i < T_CALLS; i++)
-        f(be, ctx, i);
-    if (!gt_sync(be, "timing warm-up"))
-        return NAN;
-    const int calls = now_s() - w0 >= T_CALLS * 1e-3 ? T_CALLS_SLOW : T_CALLS;
-    void *graph = NULL;
-    if (be->ops->capture_begin) {
-        if (be->ops->capture_begin(be, &err)) {
-            gt_fail("capture_begin: %s", err.msg);
-            return NAN;
-        }
-        for (int i = 0; i < calls; i++)
-            f(be, ctx, i);
-        if (be->ops->capture_end(be, &graph, &err)) {
-            gt_fail("capture_end: %s", err.msg);
-            return NAN;
-        }
-    }
-    double s[T_SAMPLES];
-    for (int k = 0; k < T_SAMPLES; k++)
-        s[k] = NAN;
-    for (int k = -1; k < T_SAMPLES; k++) { /* k = -1: warm replay */
-        const double t0 = now_s();
-        if (graph) {
-            if (be->ops->graph_launch(be, graph, &err)) {
-                gt_fail("graph_launch: %s", err.msg);
-                break;
-            }
-        } else {
-            for (int i = 0; i < calls; i++)
-                f(be, ctx, i);
-        }
-        if (!gt_sync(be, "timed calls"))
-            break;
-        if (k >= 0)
-            s[k] = (now_s() - t0) / calls;
-    }
-    if (graph)
-        be->ops->graph_free(be, graph);
-    qsort(s, T_SAMPLES, sizeof *s, cmp_double);
-    return (s[T_SAMPLES / 2 - 1] + s[T_SAMPLES / 2]) / 2;
-}
 
 static bool same_bits(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
@@ -178,7 +109,7 @@ static double time_linear(v4_backend *be, const v4_mat *hm, const float *xg, flo
     for (int i = 0; i < copies; i++)
         mats[i] = gt_upload_mat(be, hm);
     lin_ctx ctx = {yg, xg, c->n, c->groups, copies, mats};
-    const double t = failed_here() ? NAN : time_calls(be, lin_call, &ctx);
+    const double t = failed_here() ? NAN : gt_time_calls(be, lin_call, &ctx);
     for (int i = 0; i < copies; i++)
         be->ops->free_mat(be, &mats[i]);
     free(mats);
@@ -603,7 +534,7 @@ static void check_moe(v4_backend *cpu, v4_backend *fast, v4_backend *plain, tu_r
                                        mat_scale_bytes(&h2[0]) + mat_bytes(&h3[0]) + mat_scale_bytes(&h3[0])) *
                               1e-9;
             moe_ctx mf = {c, &gf}, mp = {c, &gp};
-            const double tf = time_calls(fast, moe_call, &mf), tp = time_calls(plain, moe_call, &mp);
+            const double tf = gt_time_calls(fast, moe_call, &mf), tp = gt_time_calls(plain, moe_call, &mp);
             gt_note("TIME moe %s n %3d (%3d experts used) fast %9.2f us %7.1f GB/s | plain %9.2f us %7.1f GB/s | "
                     "x%.2f",
                     c->fmt == WF_MXFP4 ? "MXFP4" : dt_name(c->dt), n, n_used, tf * 1e6, gb / tf, tp * 1e6, gb / tp,

@@ -11,8 +11,17 @@
  * channels (w/4)*d/2..; the two warps of a head tile both compute its
  * scores (tensor cores have the room), so no scores cross warps. Keys are
  * gathered from the paged entries, the ring or this step's fp32 rows into
- * shared memory as bf16. One block does all of a token's keys in a fixed
- * order, so a token's result does not depend on the rest of the batch. */
+ * shared memory as bf16.
+ *
+ * Split keys: in steps of at most TCA_SPLIT_MAX_TOKENS tokens (decode) one
+ * block per token would leave most multiprocessors idle while it walks its
+ * tiles, so a token's keys are cut into up to TCA_SPLITS runs of whole
+ * tiles, one block each (grid z); a block writes its unnormalised output
+ * with its running max and sum (split 0 carries the sink), and
+ * attention_combine_kernel merges a token's runs in order. The runs depend
+ * only on the token's own key count, never on the batch, so a token's
+ * result is the same in any step that takes the same path; larger steps
+ * (prefill) take one block per token. */
 #include <cuda_bf16.h>
 
 #include "backend/cuda/attention.cuh"
@@ -24,6 +33,31 @@
 #define TCA_WARPS (TCA_THREADS / 32)
 #define TCA_KPW (TCA_TK / TCA_WARPS) /* keys each warp gathers per tile */
 #define TCA_OT (TCA_MAXD / 16) /* output n8 tiles per warp: d/2 channels */
+#define TCA_SPLITS 16            /* most runs a token's keys are cut into */
+#define TCA_SPLIT_MAX_TOKENS 64  /* steps of more tokens fill the GPU unsplit */
+
+/* A token's split: `runs` runs of `per` keys (whole tiles), the last shorter. */
+typedef struct tca_split {
+    int runs;
+    int64_t per;
+} tca_split;
+
+static __device__ __forceinline__ tca_split tca_split_of(int64_t total)
+{
+    const int64_t tiles = (total + TCA_TK - 1) / TCA_TK;
+    const int64_t tpr = tiles > TCA_SPLITS ? (tiles + TCA_SPLITS - 1) / TCA_SPLITS : 1; /* tiles per run */
+    tca_split sp;
+    sp.runs = tiles > 0 ? (int)((tiles + tpr - 1) / tpr) : 1;
+    sp.per = tpr * TCA_TK;
+    return sp;
+}
+
+/* Where run `run` of (token t, head h) keeps its record: d unnormalised
+ * output channels, then the running max and sum. */
+static __device__ __forceinline__ int64_t tca_run_off(int64_t t, int run, int h, int H, int d)
+{
+    return ((t * TCA_SPLITS + run) * H + h) * (int64_t)(d + 2);
+}
 
 static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p)
 {
@@ -126,7 +160,7 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     float *__restrict__ o, const float *__restrict__ q, const float *__restrict__ kv, const void *ring,
     const float *__restrict__ ring_scale, const void *entries, const float *__restrict__ entry_scale,
     const int32_t *__restrict__ sel, const float *__restrict__ sinks, v4_step st, int H, int d, int window, int kind,
-    int ratio, int epb, int topk, float scale, bool vec)
+    int ratio, int epb, int topk, float scale, bool vec, float *__restrict__ part)
 {
     extern __shared__ __align__(16) unsigned char sm[];
     const int ld = d + 8; /* row stride in bf16: 16-byte rows, conflict-free ldmatrix */
@@ -137,6 +171,16 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     const int64_t t = blockIdx.x;
     const int h0 = blockIdx.y * TCA_HEADS;
     const att_tok tk = att_token(st, t, kind, ratio, topk, window);
+    /* keys [k_begin, k_end): all of them, or this block's run (part != NULL) */
+    const int run = blockIdx.z;
+    int64_t k_begin = 0, k_end = tk.total;
+    if (part) {
+        const tca_split sp = tca_split_of(tk.total);
+        if (run >= sp.runs)
+            return; /* the whole block: this token has fewer runs */
+        k_begin = run * sp.per;
+        k_end = k_begin + sp.per < tk.total ? k_begin + sp.per : tk.total;
+    }
 
     if (vec)
         tca_stage_q_vec(Qs, ld, q, t, H, h0);
@@ -147,14 +191,16 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     const int ha = h0 + hw * 16 + g, hb = ha + 8;      /* this thread's two head rows */
     const bool active = h0 + hw * 16 < H;
     const int half = d / 2, n_ot = half / 8;
-    float m[2] = {ha < H ? sinks[ha] : 0.0f, hb < H ? sinks[hb] : 0.0f}; /* the sinks: exp(sink - m) = 1 */
-    float l[2] = {1.0f, 1.0f};
+    /* the sink (exp(sink - m) = 1) belongs to the first run; the others start empty */
+    const bool sink = run == 0;
+    float m[2] = {!sink ? -INFINITY : ha < H ? sinks[ha] : 0.0f, !sink ? -INFINITY : hb < H ? sinks[hb] : 0.0f};
+    float l[2] = {sink ? 1.0f : 0.0f, sink ? 1.0f : 0.0f};
     float acc[TCA_OT][4];
 #pragma unroll
     for (int i = 0; i < TCA_OT; i++)
         acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
-    for (int64_t tile0 = 0; tile0 < tk.total; tile0 += TCA_TK) {
+    for (int64_t tile0 = k_begin; tile0 < k_end; tile0 += TCA_TK) {
         __syncthreads(); /* the previous tile has been consumed (and Qs written) */
         /* the warp's TCA_KPW keys: every key's location first (their index
          * loads overlap), then each key's channels with all loads in flight */
@@ -219,7 +265,7 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
             const float mnew = fmaxf(m[r], mx[r]);
-            corr[r] = expf(m[r] - mnew);
+            corr[r] = mnew == -INFINITY ? 1.0f : expf(m[r] - mnew); /* a run with no valid key yet */
             m[r] = mnew;
         }
 #pragma unroll
@@ -263,6 +309,33 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     }
     if (!active)
         return;
+    if (part) { /* the run's unnormalised output, max and sum (a quad's lanes share them) */
+#pragma unroll
+        for (int i = 0; i < TCA_OT; i++) {
+            if (i >= n_ot)
+                break;
+            const int ch = dh * half + i * 8 + q4 * 2;
+            if (ha < H) {
+                float *ra = part + tca_run_off(t, run, ha, H, d);
+                ra[ch] = acc[i][0], ra[ch + 1] = acc[i][1];
+            }
+            if (hb < H) {
+                float *rb = part + tca_run_off(t, run, hb, H, d);
+                rb[ch] = acc[i][2], rb[ch + 1] = acc[i][3];
+            }
+        }
+        if (dh == 0 && q4 == 0) {
+            if (ha < H) {
+                float *ra = part + tca_run_off(t, run, ha, H, d);
+                ra[d] = m[0], ra[d + 1] = l[0];
+            }
+            if (hb < H) {
+                float *rb = part + tca_run_off(t, run, hb, H, d);
+                rb[d] = m[1], rb[d + 1] = l[1];
+            }
+        }
+        return;
+    }
     const float inv[2] = {1.0f / l[0], 1.0f / l[1]};
 #pragma unroll
     for (int i = 0; i < TCA_OT; i++) {
@@ -277,6 +350,41 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
             o[(t * H + hb) * d + ch] = acc[i][2] * inv[1];
             o[(t * H + hb) * d + ch + 1] = acc[i][3] * inv[1];
         }
+    }
+}
+
+/* o[t][h] from the token's runs, merged in run order: the largest running
+ * max M, weights exp(m_r - M) (0 for a run that saw no valid key), output
+ * sum_r w_r acc_r / sum_r w_r l_r. Grid (tokens, heads). */
+__global__ __launch_bounds__(128) void attention_combine_kernel(float *__restrict__ o,
+                                                                const float *__restrict__ part, v4_step st, int H,
+                                                                int d, int window, int kind, int ratio, int topk)
+{
+    __shared__ float w[TCA_SPLITS];
+    __shared__ float inv_l;
+    const int64_t t = blockIdx.x;
+    const int h = blockIdx.y;
+    const att_tok tk = att_token(st, t, kind, ratio, topk, window);
+    const int runs = tca_split_of(tk.total).runs;
+    const float *rec0 = part + tca_run_off(t, 0, h, H, d);
+    const int64_t stride = (int64_t)H * (d + 2); /* between runs */
+    if (threadIdx.x == 0) {
+        float M = -INFINITY, L = 0.0f;
+        for (int r = 0; r < runs; r++)
+            M = fmaxf(M, rec0[r * stride + d]);
+        for (int r = 0; r < runs; r++) {
+            const float mr = rec0[r * stride + d];
+            w[r] = mr == -INFINITY ? 0.0f : expf(mr - M);
+            L += w[r] * rec0[r * stride + d + 1];
+        }
+        inv_l = 1.0f / L;
+    }
+    __syncthreads();
+    for (int ch = threadIdx.x; ch < d; ch += blockDim.x) {
+        float v = 0.0f;
+        for (int r = 0; r < runs; r++)
+            v = fmaf(w[r], rec0[r * stride + ch], v);
+        o[(t * H + h) * d + ch] = v * inv_l;
     }
 }
 
@@ -308,19 +416,49 @@ int cu_attention_tc_init(cu_backend *cb, v4_err *err)
     return 0;
 }
 
+/* The run records of n tokens in cb->att_part, grown outside capture (a
+ * bucket's first step runs eagerly before it is captured). */
+static bool split_scratch(cu_backend *cb, int n, int H, int d)
+{
+    const size_t need = (size_t)n * TCA_SPLITS * H * (d + 2);
+    if (need <= cb->att_part_floats)
+        return true;
+    if (cb->capturing) {
+        cu_fail(cb, "attention: split scratch of %zu floats needed during capture", need);
+        return false;
+    }
+    float *p = NULL;
+    if (!cu_check(cb, cudaMalloc((void **)&p, need * sizeof(float)), "cudaMalloc (attention split scratch)"))
+        return false;
+    if (cb->att_part)
+        cu_retire(cb, cb->att_part);
+    cb->att_part = p;
+    cb->att_part_floats = need;
+    return true;
+}
+
 void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
                      const int32_t *sel, const float *sinks, const v4_step *st, const v4_attn_shape *sh)
 {
-    const dim3 grid((unsigned)st->n_tokens, (unsigned)((sh->n_heads + TCA_HEADS - 1) / TCA_HEADS));
-    const float scale = 1.0f / sqrtf((float)sh->head_dim);
+    const int n = st->n_tokens, H = sh->n_heads, d = sh->head_dim;
+    const bool split = n <= TCA_SPLIT_MAX_TOKENS;
+    if (split && !split_scratch(cb, n, H, d))
+        return;
+    float *part = split ? cb->att_part : NULL;
+    const dim3 grid((unsigned)n, (unsigned)((H + TCA_HEADS - 1) / TCA_HEADS), split ? TCA_SPLITS : 1);
+    const float scale = 1.0f / sqrtf((float)d);
     /* the 16-byte path for the model's head size; pools and step buffers are
      * cudaMalloc'd, the check keeps any other caller correct */
-    const bool vec = sh->head_dim == TCA_MAXD && (uintptr_t)q % 16 == 0 && (uintptr_t)kv % 16 == 0 &&
+    const bool vec = d == TCA_MAXD && (uintptr_t)q % 16 == 0 && (uintptr_t)kv % 16 == 0 &&
                      (uintptr_t)lkv->ring % 16 == 0 && (uintptr_t)lkv->entries % 16 == 0;
     CU_KV_DISPATCH(cb->kv_type,
-                   (attention_tc_kernel<KVT><<<grid, TCA_THREADS, tca_smem(sh->head_dim), cb->stream>>>(
-                       o, q, kv, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st,
-                       sh->n_heads, sh->head_dim, sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block,
-                       sh->topk, scale, vec)));
+                   (attention_tc_kernel<KVT><<<grid, TCA_THREADS, tca_smem(d), cb->stream>>>(
+                       o, q, kv, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st, H, d,
+                       sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block, sh->topk, scale, vec, part)));
     cu_launched(cb, "attention_tc");
+    if (!split)
+        return;
+    attention_combine_kernel<<<dim3((unsigned)n, (unsigned)H), 128, 0, cb->stream>>>(
+        o, part, *st, H, d, sh->window, (int)sh->kind, sh->ratio, sh->topk);
+    cu_launched(cb, "attention_combine");
 }

@@ -659,7 +659,7 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
         backend_cuda_destroy(&cb->base);
         return v4_errf(err, "cuda: creating a stream: %s", cudaGetErrorString(e));
     }
-    if (cu_attention_init(cb, err) || cu_indexer_init(cb, err)) {
+    if (cu_attention_init(cb, err) || cu_indexer_init(cb, err) || cu_gemv_init(cb, err)) {
         backend_cuda_destroy(&cb->base);
         return -1;
     }
@@ -701,6 +701,7 @@ extern "C" void backend_cuda_destroy(v4_backend *be)
     }
     cudaFree(cb->idx_scratch);
     cudaFree(cb->hc_part);
+    cudaFree(cb->att_part);
     cudaFree(cb->meta_dev);
     if (cb->meta_host)
         cudaFreeHost(cb->meta_host);

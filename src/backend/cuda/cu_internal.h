@@ -82,6 +82,9 @@ typedef struct cu_backend {
     cudaEvent_t *marks; /* timer marks, created on first use (profile.cu) */
     float *hc_part;        /* mHC mixing partials, grown outside capture (mhc.cu) */
     size_t hc_part_floats;
+    float *att_part;       /* attention's split-key run records, grown outside capture (attention_tc.cu) */
+    size_t att_part_floats;
+    int gemv_max_tokens;   /* steps of at most this many tokens take gemv.cu's kernels (0: none) */
     cu_blas *blas;         /* NULL: no cuBLASLt path (plain mode, V4_CUDA_BLAS=0, no library, HIP) */
 } cu_backend;
 
@@ -163,6 +166,19 @@ void cu_blas_destroy(cu_backend *cb);
 bool cu_blas_linear(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups);
 void cu_blas_forget(cu_backend *cb, const void *weight);
 bool cu_blas_describe(const cu_backend *cb, char *buf, size_t n);
+
+/* The matrix-vector path of the linear layers and experts (gemv.cu): init reads
+ * V4_CUDA_GEMV_MAX_TOKENS (-1 with err when malformed); cu_gemv_linear
+ * computes the layer and returns true, or returns false having done
+ * nothing (a step too large, a format or shape it does not take). */
+int cu_gemv_init(cu_backend *cb, v4_err *err);
+bool cu_gemv_linear(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups);
+/* The routed experts of n tokens (k choices each) the same way: h and out
+ * as moe_experts' scratch lays them out (pairs x I, pairs x D, fp32), pair
+ * p = token p / k's choice p % k; false (nothing done) where the path does
+ * not take the step. */
+bool cu_moe_gemv(cu_backend *cb, float *h, float *out, const float *x, const int32_t *ids,
+                 const cu_expert_table *tab, int E, int k, int n, int64_t D, int64_t I, float limit);
 
 /* One-time kernel attributes (dynamic shared memory above 48 KB). */
 int cu_attention_init(cu_backend *cb, v4_err *err);

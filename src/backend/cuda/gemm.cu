@@ -1,8 +1,9 @@
 /* Matrix ops on the GPU: linear layers (plain and grouped) and the
  * embedding gather, over weights in their stored formats (F32/BF16/F16,
  * FP8 with UE8M0 128x128 block scales in either dialect, MXFP4 with UE8M0
- * per 32). Linear layers run on the tensor cores (gemm_tc.cu; cuBLASLt for
- * steps of many tokens, blas.cu) unless the backend was created with
+ * per 32). Linear layers of a few tokens run as matrix-vector products
+ * (gemv.cu), others on the tensor cores (gemm_tc.cu; cuBLASLt for steps of
+ * many tokens, blas.cu) unless the backend was created with
  * V4_CUDA_PLAIN=1; the plain SIMT kernels here
  * (fp32 throughout, correct and coalesced, not tuned) are the reference. */
 #include "backend/cuda/cu_gemm.cuh"
@@ -59,6 +60,8 @@ extern "C" void cu_linear(v4_backend *be, float *y, const float *x, int n, const
         return;
 #if GPU_HAS_MMA_SYNC
     if (!cb->plain) {
+        if (cu_gemv_linear(cb, y, x, n, w, fmt, groups))
+            return;
 #if GPU_HAS_CUBLASLT
         if (cu_blas_linear(cb, y, x, n, w, fmt, groups))
             return;

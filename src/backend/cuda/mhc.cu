@@ -6,10 +6,14 @@
  * so hc_mix_kernel splits the columns into slices of HC_SLICE over a grid
  * of (slices, token tiles); each block stages its slice of fn and of HC_TT
  * tokens' states in shared memory, and each thread forms one (row, token)
- * partial dot product (and the partial sum of squares). hc_finish_kernel,
- * one block per token, adds the partials in slice order, then one thread
- * forms pre, post and the Sinkhorn-normalised comb exactly as the CPU
- * reference; the block finally writes x = sum_s pre[s] X[s].
+ * partial dot product (and the partial sum of squares). hc_pre_kernel then
+ * adds a token's partials (a warp per row, in double), forms pre, post and
+ * the Sinkhorn-normalised comb exactly as the CPU reference (one lane per
+ * matrix element, every sum taken in the CPU's order), and writes
+ * x = sum_s pre[s] X[s]. In small steps a token's collapse is shared by
+ * HC_SPLIT blocks, each of which forms the same mixing values (the same
+ * operations, so the same bits) and writes its share of the D channels:
+ * one block per token would leave decode's 4096 channels to one SM.
  * hc_post: one thread per (token, channel) holding that channel of every
  * stream in registers, so X is updated in place. */
 #include "backend/cuda/cu_device.cuh"
@@ -22,6 +26,8 @@ static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f
 #define HC_SLICE 256 /* columns of fn per block of the mixing product */
 #define HC_TT 8       /* tokens per block of the mixing product */
 #define HC_MAXROWS ((2 + HC_MAXS) * HC_MAXS)
+#define HC_SPLIT 16            /* blocks sharing a token's collapse in small steps */
+#define HC_SPLIT_MAX_TOKENS 64 /* steps of more tokens fill the GPU with one block each */
 
 /* part[t][slice][0..rows) = partial fn[r] . X_t over the slice's columns,
  * part[t][slice][rows] = partial sum of X_t^2. grid (slices, token tiles). */
@@ -64,20 +70,25 @@ __global__ __launch_bounds__(HC_THREADS) void hc_mix_kernel(float *__restrict__ 
     }
 }
 
-/* mix[0..rows) = fn[j] . (X_t / rms(X_t)) from the partials, into shared memory. */
+/* mix[0..rows) = fn[j] . (X_t / rms(X_t)) from the partials, into shared
+ * memory: warp w adds rows w, w + warps, ... (the sum of squares is row
+ * `rows`), lane l slices l, l + GPU_WARP, ..., in double. */
 static __device__ void hc_mix_sum(const float *__restrict__ part, int n_slices, int rows, int64_t W, float eps,
                                   float *mix)
 {
     __shared__ double ss_sh;
-    for (int r = threadIdx.x; r <= rows; r += HC_THREADS) {
+    const int lane = gpu_lane(), warp = gpu_warp_id();
+    for (int r = warp; r <= rows; r += HC_THREADS / GPU_WARP) {
         double v = 0;
-#pragma unroll 8 /* independent loads in flight; the sum keeps slice order */
-        for (int sl = 0; sl < n_slices; sl++)
+        for (int sl = lane; sl < n_slices; sl += GPU_WARP)
             v += part[(int64_t)sl * (rows + 1) + r];
-        if (r < rows)
-            mix[r] = (float)v;
-        else
-            ss_sh = v;
+        v = warp_sum_d(v);
+        if (lane == 0) {
+            if (r < rows)
+                mix[r] = (float)v;
+            else
+                ss_sh = v;
+        }
     }
     __syncthreads();
     const float inv = (float)(1.0 / sqrt(ss_sh / W + eps));
@@ -118,74 +129,45 @@ static __device__ void sinkhorn(float *C, int ns, int iters, float hc_eps)
     }
 }
 
-/* sinkhorn() on a copy in registers, for ns <= MS (the model's 4 streams):
- * the same operations in the same order, without the shared-memory latency
- * of every access (one thread runs this while the block waits). */
-template <int MS> static __device__ void sinkhorn_regs(float *C, int ns, int iters, float hc_eps)
+/* sinkhorn() with one lane per element, for ns * ns <= GPU_WARP (the
+ * model's 4 streams): the same operations in the same order (each lane
+ * gathers its row's or column's values and adds them as the CPU loop does),
+ * in a few hundred cycles instead of one thread's thousands. Every lane of
+ * the warp calls it; lanes past ns * ns take part in the shuffles only. */
+static __device__ void sinkhorn_warp(float *C, int ns, int iters, float hc_eps)
 {
-    float c[MS][MS];
-#pragma unroll
-    for (int i = 0; i < MS; i++)
-#pragma unroll
-        for (int j = 0; j < MS; j++)
-            c[i][j] = i < ns && j < ns ? C[i * ns + j] : 0.0f;
-#pragma unroll
-    for (int i = 0; i < MS; i++) {
-        if (i >= ns)
-            break;
-        float mx = -INFINITY, s = 0;
-#pragma unroll
-        for (int j = 0; j < MS; j++)
-            if (j < ns)
-                mx = fmaxf(mx, c[i][j]);
-#pragma unroll
-        for (int j = 0; j < MS; j++)
-            if (j < ns)
-                s += (c[i][j] = expf(c[i][j] - mx));
-#pragma unroll
-        for (int j = 0; j < MS; j++)
-            if (j < ns)
-                c[i][j] = c[i][j] / s + hc_eps;
-    }
+    const int lane = gpu_lane();
+    const bool own = lane < ns * ns;
+    const int i = own ? lane / ns : 0, j = own ? lane % ns : 0;
+    float c = own ? C[lane] : 0.0f, mx = -INFINITY, s = 0;
+    for (int jj = 0; jj < ns; jj++)
+        mx = fmaxf(mx, gpu_shfl(c, i * ns + jj));
+    const float e = expf(c - mx);
+    for (int jj = 0; jj < ns; jj++)
+        s += gpu_shfl(e, i * ns + jj);
+    c = e / s + hc_eps;
     for (int it = 0; it < iters; it++) {
         if (it > 0) {
-#pragma unroll
-            for (int i = 0; i < MS; i++) {
-                float s = 0;
-#pragma unroll
-                for (int j = 0; j < MS; j++)
-                    if (j < ns)
-                        s += c[i][j];
-#pragma unroll
-                for (int j = 0; j < MS; j++)
-                    c[i][j] /= s + hc_eps;
-            }
+            float rs = 0;
+            for (int jj = 0; jj < ns; jj++)
+                rs += gpu_shfl(c, i * ns + jj);
+            c /= rs + hc_eps;
         }
-#pragma unroll
-        for (int j = 0; j < MS; j++) {
-            float s = 0;
-#pragma unroll
-            for (int i = 0; i < MS; i++)
-                if (i < ns)
-                    s += c[i][j];
-#pragma unroll
-            for (int i = 0; i < MS; i++)
-                c[i][j] /= s + hc_eps;
-        }
+        float cs = 0;
+        for (int ii = 0; ii < ns; ii++)
+            cs += gpu_shfl(c, ii * ns + j);
+        c /= cs + hc_eps;
     }
-#pragma unroll
-    for (int i = 0; i < MS; i++)
-#pragma unroll
-        for (int j = 0; j < MS; j++)
-            if (i < ns && j < ns)
-                C[i * ns + j] = c[i][j];
+    if (own)
+        C[lane] = c;
 }
 
-/* x[t] = sum_s pre[s] X_t[s] with pre in shared memory. */
+/* x[t] = sum_s pre[s] X_t[s] with pre in shared memory, over this block's
+ * share of the channels (blockIdx.y of gridDim.y). */
 static __device__ void hc_collapse(float *__restrict__ x, const float *__restrict__ Xt, const float *pre, int ns,
                                    int64_t D)
 {
-    for (int64_t i = threadIdx.x; i < D; i += HC_THREADS) {
+    for (int64_t i = blockIdx.y * (int64_t)HC_THREADS + threadIdx.x; i < D; i += (int64_t)gridDim.y * HC_THREADS) {
         float v = 0;
         for (int s = 0; s < ns; s++)
             v += pre[s] * Xt[s * D + i];
@@ -203,20 +185,26 @@ __global__ __launch_bounds__(HC_THREADS) void hc_pre_kernel(float *x, float *pos
     const int rows = (2 + ns) * ns;
     const float *Xt = X + t * ns * D;
     hc_mix_sum(part + t * n_slices * (rows + 1), n_slices, rows, ns * D, eps, mix);
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < ns; s++) {
-            pre[s] = sigmoidf_(mix[s] * scale[0] + base[s]) + hc_eps;
-            post[t * ns + s] = 2.0f * sigmoidf_(mix[ns + s] * scale[1] + base[ns + s]);
+    if (gpu_warp_id() == 0) {
+        const int lane = gpu_lane();
+        const bool first = blockIdx.y == 0; /* one block of the token writes post and comb */
+        if (lane < ns) {
+            pre[lane] = sigmoidf_(mix[lane] * scale[0] + base[lane]) + hc_eps;
+            if (first)
+                post[t * ns + lane] = 2.0f * sigmoidf_(mix[ns + lane] * scale[1] + base[ns + lane]);
         }
         float *C = mix + 2 * ns; /* in place: mix is not needed afterwards */
-        for (int i = 0; i < ns * ns; i++)
+        for (int i = lane; i < ns * ns; i += GPU_WARP)
             C[i] = C[i] * scale[2] + base[2 * ns + i];
-        if (ns <= 4)
-            sinkhorn_regs<4>(C, ns, iters, hc_eps);
-        else
+        gpu_syncwarp();
+        if (ns * ns <= GPU_WARP)
+            sinkhorn_warp(C, ns, iters, hc_eps);
+        else if (lane == 0)
             sinkhorn(C, ns, iters, hc_eps);
-        for (int i = 0; i < ns * ns; i++)
-            comb[t * ns * ns + i] = C[i];
+        gpu_syncwarp();
+        if (first)
+            for (int i = lane; i < ns * ns; i += GPU_WARP)
+                comb[t * ns * ns + i] = C[i];
     }
     __syncthreads();
     hc_collapse(x + t * D, Xt, pre, ns, D);
@@ -230,9 +218,8 @@ __global__ __launch_bounds__(HC_THREADS) void hc_head_kernel(float *x, const flo
     const int64_t t = blockIdx.x;
     const float *Xt = X + t * ns * D;
     hc_mix_sum(part + t * n_slices * (ns + 1), n_slices, ns, ns * D, eps, mix);
-    if (threadIdx.x == 0)
-        for (int s = 0; s < ns; s++)
-            pre[s] = sigmoidf_(mix[s] * scale[0] + base[s]) + hc_eps;
+    for (int s = threadIdx.x; s < ns; s += HC_THREADS)
+        pre[s] = sigmoidf_(mix[s] * scale[0] + base[s]) + hc_eps;
     __syncthreads();
     hc_collapse(x + t * D, Xt, pre, ns, D);
 }
@@ -314,6 +301,16 @@ static int launch_mix(cu_backend *cb, const float *X, const float *fn, int rows,
     return slices;
 }
 
+/* (tokens, blocks sharing a token's collapse): several only while the step
+ * is small, so that decode's few tokens spread over the multiprocessors;
+ * the split changes which block writes a channel, never its value. */
+static dim3 collapse_grid(int n, int64_t D)
+{
+    const int64_t per = (D + HC_THREADS - 1) / HC_THREADS;
+    const int64_t split = n > HC_SPLIT_MAX_TOKENS ? 1 : per < HC_SPLIT ? per : HC_SPLIT;
+    return dim3((unsigned)n, (unsigned)(split > 0 ? split : 1));
+}
+
 extern "C" void cu_hc_pre(v4_backend *be, float *x, float *post, float *comb, const float *X, const float *fn,
                           const float *base, const float *scale, int n, const v4_hc_shape *sh)
 {
@@ -324,8 +321,8 @@ extern "C" void cu_hc_pre(v4_backend *be, float *x, float *post, float *comb, co
     const int slices = launch_mix(cb, X, fn, rows, (int64_t)ns * sh->dim, n, "hc_pre");
     if (!slices)
         return;
-    hc_pre_kernel<<<n, HC_THREADS, 0, cb->stream>>>(x, post, comb, X, cb->hc_part, slices, base, scale, ns, sh->dim,
-                                                    sh->iters, sh->eps, sh->hc_eps);
+    hc_pre_kernel<<<collapse_grid(n, sh->dim), HC_THREADS, 0, cb->stream>>>(
+        x, post, comb, X, cb->hc_part, slices, base, scale, ns, sh->dim, sh->iters, sh->eps, sh->hc_eps);
     cu_launched(cb, "hc_pre");
 }
 
@@ -339,8 +336,8 @@ extern "C" void cu_hc_head(v4_backend *be, float *x, const float *X, const float
     const int slices = launch_mix(cb, X, fn, ns, (int64_t)ns * sh->dim, n, "hc_head");
     if (!slices)
         return;
-    hc_head_kernel<<<n, HC_THREADS, 0, cb->stream>>>(x, X, cb->hc_part, slices, base, scale, ns, sh->dim, sh->eps,
-                                                     sh->hc_eps);
+    hc_head_kernel<<<collapse_grid(n, sh->dim), HC_THREADS, 0, cb->stream>>>(x, X, cb->hc_part, slices, base, scale,
+                                                                             ns, sh->dim, sh->eps, sh->hc_eps);
     cu_launched(cb, "hc_head");
 }
 

@@ -24,6 +24,8 @@
  * weights are read once per step when its pairs fit one tile) unless the
  * backend was created with V4_CUDA_PLAIN=1, which selects the SIMT kernels
  * (8 columns / 16 rows per block, fp32 products).
+ * Steps of a few tokens skip the permutation: gemv.cu's matrix-vector
+ * kernels take each (token, choice) pair (fp32 activations), then combine.
  * The GEMM grids are sized by the worst case for n*k pairs (fixed per step
  * shape, so graphs capture them); blocks past the work list's length exit. */
 #include "backend/cuda/cu_gemm.cuh"
@@ -483,6 +485,15 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
     if (w2[0].rows != D || w2[0].cols != I || w3[0].rows != I || w3[0].cols != D) {
         cu_fail(cb, "moe_experts: w1/w2/w3 shapes disagree ('%s')", w1[0].name ? w1[0].name : "?");
         return;
+    }
+    if (!cb->plain) { /* a few tokens: matrix-vector products per (token, choice) pair (gemv.cu) */
+        moe_plan pv;
+        if (moe_layout(scratch, pairs, E, 1, D, I, &pv) <= moe_scratch_floats(n, k, D, I, E) &&
+            cu_moe_gemv(cb, pv.h, pv.out, x, ids, tab, E, k, n, D, I, limit)) {
+            moe_combine_kernel<<<cu_grid(n * D, 256), 256, 0, cb->stream>>>(y, pv.out, ids, w, n, k, E, D);
+            cu_launched(cb, "moe_combine");
+            return;
+        }
     }
     const bool tc = !cb->plain;
     /* pairs per tile: fast path 8/16/32 from the mean pairs per expert; plain
