@@ -364,17 +364,17 @@ static void attention_block(v4_forward *f, int L, const v4_step *st, int n)
     const float *freq = lw->kind == LAYER_SLIDING ? m->rope_main : m->rope_comp;
     v4_layer_kv *kv = &f->kv[L];
 
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "wq_a");
     ops->linear(be, a->qa, a->xn, n, &lw->wq_a, 1);
     prof(f, FAM_OTHER, "rmsnorm");
     ops->rmsnorm(be, a->qa, a->qa, F(&lw->q_norm), n, (int)c->q_lora_rank, eps);
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "wq_b");
     ops->linear(be, a->q, a->qa, n, &lw->wq_b, 1);
     prof(f, FAM_OTHER, "rmsnorm");
     ops->rmsnorm(be, a->q, a->q, NULL, n * H, d, eps);
     prof(f, FAM_OTHER, "rope");
     ops->rope(be, a->q, n, H, d, r, freq, st, false);
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "wkv");
     ops->linear(be, a->kv, a->xn, n, &lw->wkv, 1);
     prof(f, FAM_OTHER, "rmsnorm");
     ops->rmsnorm(be, a->kv, a->kv, F(&lw->kv_norm), n, d, eps);
@@ -386,9 +386,9 @@ static void attention_block(v4_forward *f, int L, const v4_step *st, int n)
         v4_comp_shape cs = {.ratio = cw->ratio, .head = (int)cw->head, .width = (int)cw->width,
                             .overlap = cw->overlap, .rope_dim = r, .entries_per_block = lg->entries_per_block,
                             .block_tokens = f->g.block_tokens, .eps = eps};
-        prof(f, FAM_DENSE, "linear");
+        prof(f, FAM_DENSE, "comp_wkv");
         ops->linear(be, a->ca, a->xn, n, &cw->wkv, 1);
-        prof(f, FAM_DENSE, "linear");
+        prof(f, FAM_DENSE, "comp_wgate");
         ops->linear(be, a->cz, a->xn, n, &cw->wgate, 1);
         prof(f, FAM_ATTENTION, "compress");
         ops->compress(be, kv->entries, kv->comp_acc, a->ca, a->cz, F(&cw->ape), F(&cw->norm), m->rope_comp, st,
@@ -401,18 +401,18 @@ static void attention_block(v4_forward *f, int L, const v4_step *st, int n)
         v4_comp_shape is = {.ratio = iw->ratio, .head = ic, .width = (int)iw->width, .overlap = true,
                             .rope_dim = r, .entries_per_block = lg->entries_per_block,
                             .block_tokens = f->g.block_tokens, .eps = eps};
-        prof(f, FAM_DENSE, "linear");
+        prof(f, FAM_DENSE, "idx_comp_wkv");
         ops->linear(be, a->ia, a->xn, n, &iw->wkv, 1);
-        prof(f, FAM_DENSE, "linear");
+        prof(f, FAM_DENSE, "idx_comp_wgate");
         ops->linear(be, a->iz, a->xn, n, &iw->wgate, 1);
         prof(f, FAM_ATTENTION, "compress");
         ops->compress(be, kv->idx_keys, kv->idx_acc, a->ia, a->iz, F(&iw->ape), F(&iw->norm), m->rope_comp, st,
                       &is);
-        prof(f, FAM_DENSE, "linear");
+        prof(f, FAM_DENSE, "idx_wq_b");
         ops->linear(be, a->qi, a->qa, n, &lw->idx_wq_b, 1);
         prof(f, FAM_OTHER, "rope");
         ops->rope(be, a->qi, n, h, ic, r, m->rope_comp, st, false);
-        prof(f, FAM_DENSE, "linear");
+        prof(f, FAM_DENSE, "idx_weights");
         ops->linear(be, a->wi, a->xn, n, &lw->idx_weights_proj, 1);
         prof(f, FAM_OTHER, "scale");
         ops->scale(be, a->wi, 1.0f / sqrtf((float)h), (int64_t)n * h);
@@ -430,9 +430,9 @@ static void attention_block(v4_forward *f, int L, const v4_step *st, int n)
     ops->ring_store(be, kv, a->kv, st, (int)c->window, d);
     prof(f, FAM_OTHER, "rope");
     ops->rope(be, a->o, n, H, d, r, freq, st, true);
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "wo_a");
     ops->linear(be, a->oa, a->o, n, &lw->wo_a, (int)c->o_groups);
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "wo_b");
     ops->linear(be, a->y, a->oa, n, &lw->wo_b, 1);
 }
 
@@ -446,7 +446,7 @@ static void moe_block(v4_forward *f, int L, const v4_step *st, int n)
     acts *a = &f->a;
     const float limit = (float)c->swiglu_limit;
 
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "gate");
     ops->linear(be, a->gl, a->xn, n, &lw->gate_w, 1);
     prof(f, FAM_MOE, "moe_route");
     ops->moe_route(be, a->ids, a->rw, a->gl, lw->hashed ? NULL : F(&lw->gate_bias), lw->hashed ? &lw->tid2eid : NULL,
@@ -454,13 +454,13 @@ static void moe_block(v4_forward *f, int L, const v4_step *st, int n)
     prof(f, FAM_MOE, "moe_experts");
     ops->moe_experts(be, a->y, a->xn, a->ids, a->rw, n, (int)c->n_active, lw->exp_w1, lw->exp_w2, lw->exp_w3, limit,
                      a->moe_scratch);
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "shared_w1");
     ops->linear(be, a->sg, a->xn, n, &lw->sh_w1, 1);
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "shared_w3");
     ops->linear(be, a->su, a->xn, n, &lw->sh_w3, 1);
     prof(f, FAM_OTHER, "swiglu");
     ops->swiglu(be, a->sh, a->sg, a->su, (int64_t)n * c->moe_inter, limit);
-    prof(f, FAM_DENSE, "linear");
+    prof(f, FAM_DENSE, "shared_w2");
     ops->linear(be, a->ys, a->sh, n, &lw->sh_w2, 1);
     prof(f, FAM_OTHER, "add");
     ops->add(be, a->y, a->ys, (int64_t)n * c->dim);
@@ -509,7 +509,7 @@ static void run_ops(v4_forward *f, const v4_step *st, int n, const int32_t *logi
                  &hs);
     prof(f, FAM_OTHER, "rmsnorm");
     ops->rmsnorm(be, a->xh, a->xh, F(&m->dev.norm), lrows, (int)c->dim, eps);
-    prof(f, FAM_HEAD, "linear");
+    prof(f, FAM_HEAD, "head");
     ops->linear(be, a->logits, a->xh, lrows, &m->dev.head, 1);
     prof(f, FAM_END, "end");
 }

@@ -8,6 +8,9 @@
 
 #include <jansson.h>
 
+/* Ops listed in the printed split (the JSON has all of them). */
+#define BENCH_OPS_SHOWN 14
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -209,7 +212,7 @@ int bench_decode(bench_session *b, int c, const v4_peaks *pk, bench_result *r, v
     for (int q = 0; q < c; q++)
         b->tokens[(int64_t)q * len + ++b->done[q]] = b->ids[q];
     fwd_profile(b->f, r->fam_ms, &r->prof_ms);
-    r->n_ops = fwd_profile_ops(b->f, r->ops, 32);
+    r->n_ops = fwd_profile_ops(b->f, r->ops, BENCH_MAX_OPS);
     qsort(r->ops, (size_t)r->n_ops, sizeof *r->ops, slower_first);
 
     /* roofline of an average decode step of this run */
@@ -286,13 +289,13 @@ int bench_prefill(v4_model *m, int tokens, int chunk, const v4_peaks *pk, bench_
                 goto out;
             if (pass == 2) {
                 double fam[FAM_COUNT], total;
-                fwd_op_time ops[32];
+                fwd_op_time ops[BENCH_MAX_OPS];
                 if (fwd_profile(f, fam, &total) == 0) {
                     for (int i = 0; i < FAM_COUNT; i++)
                         r->fam_ms[i] += fam[i];
                     r->prof_ms += total;
                 }
-                add_op_times(r->ops, &r->n_ops, 32, ops, fwd_profile_ops(f, ops, 32));
+                add_op_times(r->ops, &r->n_ops, BENCH_MAX_OPS, ops, fwd_profile_ops(f, ops, BENCH_MAX_OPS));
             }
         }
         if (pass == 1)
@@ -327,7 +330,7 @@ void bench_print_prefill(FILE *f, const bench_prefill_result *r)
             fprintf(f, " (%.1f)", r->fam_flops[i] / (r->fam_ms[i] * 1e-3) / 1e12);
     }
     fprintf(f, "\n      slowest ops (ms, calls):");
-    for (int i = 0; i < r->n_ops && i < 8; i++)
+    for (int i = 0; i < r->n_ops && i < BENCH_OPS_SHOWN; i++)
         fprintf(f, " %s %.2f/%d", r->ops[i].name, r->ops[i].ms, r->ops[i].calls);
     fprintf(f, "\n");
 }
@@ -349,7 +352,7 @@ void bench_print_row(FILE *f, const bench_result *r)
     for (int i = 0; i < FAM_COUNT; i++)
         fprintf(f, " %s %.2f", FWD_FAMILY_NAMES[i], r->fam_ms[i]);
     fprintf(f, "\n      slowest ops (ms, calls):");
-    for (int i = 0; i < r->n_ops && i < 8; i++)
+    for (int i = 0; i < r->n_ops && i < BENCH_OPS_SHOWN; i++)
         fprintf(f, " %s %.2f/%d", r->ops[i].name, r->ops[i].ms, r->ops[i].calls);
     fprintf(f, "\n");
 }

@@ -10,6 +10,8 @@
 #include "model/model.h"
 #include "tools/roofline.h"
 
+#define BENCH_MAX_OPS 48 /* distinct op names a profile keeps (the forward pass has about 33) */
+
 typedef struct bench_opts {
     int concurrency;    /* sequences decoding together */
     int input_len;      /* prompt tokens per sequence */
@@ -27,7 +29,7 @@ typedef struct bench_result {
     double step_ms_mean, itl_ms_p50, itl_ms_p90, itl_ms_p99;
     double ttft_ms_p50, ttft_ms_p90, ttft_ms_p99;
     double fam_ms[FAM_COUNT], prof_ms; /* one eager decode step, by op family */
-    fwd_op_time ops[32];               /* ... and by op, slowest first */
+    fwd_op_time ops[BENCH_MAX_OPS];    /* ... and by op, slowest first */
     int n_ops;
     double experts;                    /* distinct experts per layer (expected, uniform routing) */
     roof_bytes need;                   /* bytes and FLOPs a decode step must move and do */
@@ -54,7 +56,7 @@ typedef struct bench_prefill_result {
     /* one more pass over the prompt, eager and profiled: time by op family
      * and by op (slowest first), summed over its chunks */
     double fam_ms[FAM_COUNT], prof_ms;
-    fwd_op_time ops[32];
+    fwd_op_time ops[BENCH_MAX_OPS];
     int n_ops;
 } bench_prefill_result;
 
