@@ -1,0 +1,54 @@
+#!/bin/sh
+# One device call's whole plan, from the repository root on the GPU machine,
+# after `scripts/device-pack.sh` here (BASE=... adds a baseline binary):
+#   1. unpack .device/bins.tar.xz (binaries, baseline, the libraries the
+#      image lacks: LD_LIBRARY_PATH=.device/lib)
+#   2. scripts/device-run.sh: gpu-tests, the golden matrix, sanitizers
+#      (knobs passed through: DEADLINE, SKIP_*, GPU_TESTS_SKIP, FULL_LAYERS)
+#   3. scripts/device-bench.sh (CONC, PREFILL, V4_KV_DTYPE=bf16 by default)
+#   4. the baseline's single-stream decode on the same checkpoint, when packed
+#   5. with AB="VAR=value ..." set, the same single-stream decode with that
+#      environment (e.g. AB="V4_CUDA_GEMV_MAX_TOKENS=0": the matrix-vector
+#      path off), so one change is measured against its absence
+# Everything is written under /tmp/session and packed into $OUT/session.tgz:
+# the device tool returns a limited number of files, and a call that times
+# out still returns what $OUT holds, so the summary is copied there after
+# each stage. Stage limits: RUN_S (default 330) and BENCH_S (default 200).
+set -u
+cd "$(dirname "$0")/.." || exit 1
+OUT=${OUT:-/tmp/v4-session}
+S=/tmp/session
+mkdir -p "$OUT" "$S"
+tar -xJf .device/bins.tar.xz || { echo "no .device/bins.tar.xz: run scripts/device-pack.sh and carry it"; exit 2; }
+export LD_LIBRARY_PATH="$PWD/.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" V4_ROOT="$PWD"
+snap() { cp "$S"/*.txt "$OUT"/ 2>/dev/null; tar -czf "$OUT/session.tgz" -C /tmp session 2>/dev/null; }
+
+OUT="$S/run" DEADLINE=${RUN_S:-330} scripts/device-run.sh >"$S/run.log" 2>&1
+cp "$S/run/summary.txt" "$S/summary.txt" 2>/dev/null
+snap
+cut -c1-240 "$S/summary.txt"
+
+OUT="$S/bench" V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} BENCH_TIMEOUT=${BENCH_S:-200} scripts/device-bench.sh >"$S/bench.log" 2>&1
+grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest|prefill|measured' "$S/bench.log" >"$S/bench-summary.txt"
+snap
+cut -c1-400 "$S/bench-summary.txt"
+
+if [ -x build-cuda-base/v4serve ]; then
+    V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} timeout 60 build-cuda-base/v4serve bench --backend cuda \
+        --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency 1 --input-len 1024 --output-len 32 --prefill-len 1024 \
+        --out "$S/base" >"$S/base.log" 2>&1
+    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest' "$S/base.log" >"$S/base-summary.txt"
+    snap
+    echo "== baseline"
+    cut -c1-400 "$S/base-summary.txt"
+fi
+
+if [ -n "${AB:-}" ]; then
+    env $AB V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} timeout 60 build-cuda/v4serve bench --backend cuda \
+        --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency 1 --input-len 1024 --output-len 32 --prefill-len 1024 \
+        --out "$S/ab" >"$S/ab.log" 2>&1
+    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest' "$S/ab.log" >"$S/ab-summary.txt"
+    snap
+    echo "== with $AB"
+    cut -c1-400 "$S/ab-summary.txt"
+fi
