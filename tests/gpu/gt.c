@@ -75,14 +75,15 @@ tu_rng gt_rng(const char *test)
     return r;
 }
 
-v4_backend *gt_cpu(dtype_t dialect)
+v4_backend *gt_cpu(dtype_t dialect) { return gt_cpu_kv(dialect, "f32"); }
+
+v4_backend *gt_cpu_kv(dtype_t dialect, const char *kv)
 {
     v4_backend *be;
     v4_err err;
-    /* the reference keeps its KV state in fp32, whatever a CUDA backend
-     * created before it left in the environment (the CPU backend reads
-     * V4_KV_DTYPE too, to emulate a GPU's KV rounding) */
-    setenv("V4_KV_DTYPE", "f32", 1);
+    /* set whatever a CUDA backend created before left in the environment
+     * (the CPU backend reads V4_KV_DTYPE too, to emulate a GPU's KV rounding) */
+    setenv("V4_KV_DTYPE", kv, 1);
     if (backend_cpu_create(0, dialect, &be, &err)) {
         gt_fail("backend_cpu_create: %s", err.msg);
         return NULL;

@@ -44,6 +44,8 @@ tu_rng gt_rng(const char *test);
 /* Backends. kv: "f32", "bf16", "fp8" (V4_KV_DTYPE); graphs false sets
  * V4_CUDA_GRAPHS=0. Abort the test (NULL) on failure. */
 v4_backend *gt_cpu(dtype_t dialect);
+/* The CPU backend rounding its KV state as a GPU backend with `kv` does. */
+v4_backend *gt_cpu_kv(dtype_t dialect, const char *kv);
 v4_backend *gt_cuda(dtype_t dialect, const char *kv, bool graphs);
 void gt_close(v4_backend *be);
 
