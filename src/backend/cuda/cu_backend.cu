@@ -159,6 +159,9 @@ const cu_expert_table *cu_experts(cu_backend *cb, const v4_mat *w1, const v4_mat
         t.host[n + e] = cu_desc(&w2[e]);
         t.host[2 * n + e] = cu_desc(&w3[e]);
     }
+    t.data16 = true;
+    for (int j = 0; j < 3 * n; j++)
+        t.data16 = t.data16 && (uintptr_t)t.host[j].data % 16 == 0;
     if (!cu_check(cb, cudaMalloc((void **)&t.dev, 3 * (size_t)n * sizeof(cu_wdesc)), "allocating an expert table") ||
         !cu_check(cb,
                   cudaMemcpyAsync(t.dev, t.host, 3 * (size_t)n * sizeof(cu_wdesc), cudaMemcpyHostToDevice,

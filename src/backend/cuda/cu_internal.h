@@ -44,6 +44,7 @@ typedef struct cu_expert_table {
     cu_wdesc *dev;
     int n;
     int fmt13, fmt2; /* CW_* of w1/w3 and of w2 */
+    bool data16;     /* every matrix's data 16-byte aligned (the matrix-vector kernels' loads) */
 } cu_expert_table;
 
 /* The cuBLASLt path of the linear layers (blas.cu; NVIDIA builds). */

@@ -358,12 +358,9 @@ extern "C" bool cu_moe_gemv(cu_backend *cb, float *h, float *out, const float *x
         (tab->fmt13 != CW_MXFP4 && tab->fmt13 != CW_FP8 && tab->fmt13 != CW_FP8FNUZ))
         return false;
     const int fmt = tab->fmt13, cpl_up = gemv_cpl(fmt, D), cpl_down = gemv_cpl(fmt, I);
-    if (!cpl_up || !cpl_down || I % GEMV_ROWS != 0 || D % GEMV_ROWS != 0 || (uintptr_t)x % 16 != 0 ||
-        (uintptr_t)h % 16 != 0)
+    if (!cpl_up || !cpl_down || I % GEMV_ROWS != 0 || D % GEMV_ROWS != 0 || !tab->data16 ||
+        (uintptr_t)x % 16 != 0 || (uintptr_t)h % 16 != 0)
         return false;
-    for (int j = 0; j < 3 * E; j++)
-        if ((uintptr_t)tab->host[j].data % 16 != 0)
-            return false;
     const unsigned pairs = (unsigned)(n * k);
     const dim3 gup((unsigned)(I / GEMV_ROWS), pairs), gdown((unsigned)(D / GEMV_ROWS), pairs);
 #define MOE_GEMV_LAUNCH(F)                                                                                          \
