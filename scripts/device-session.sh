@@ -33,22 +33,24 @@ grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest|prefill|measured' "$S/bench.
 snap
 cut -c1-400 "$S/bench-summary.txt"
 
-if [ -x build-cuda-base/v4serve ]; then
-    V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} timeout 60 build-cuda-base/v4serve bench --backend cuda \
+# single_stream NAME BINARY [VAR=value ...]: one-sequence decode on the bench checkpoint
+single_stream() {
+    name=$1 bin=$2
+    shift 2
+    env "$@" V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} timeout 60 "$bin" bench --backend cuda \
         --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency 1 --input-len 1024 --output-len 32 --prefill-len 1024 \
-        --out "$S/base" >"$S/base.log" 2>&1
-    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest' "$S/base.log" >"$S/base-summary.txt"
+        --out "$S/$name" >"$S/$name.log" 2>&1
+    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest' "$S/$name.log" >"$S/$name-summary.txt"
     snap
-    echo "== baseline"
-    cut -c1-400 "$S/base-summary.txt"
-fi
+    cut -c1-400 "$S/$name-summary.txt"
+}
 
+if [ -x build-cuda-base/v4serve ]; then
+    echo "== baseline"
+    single_stream base build-cuda-base/v4serve
+fi
 if [ -n "${AB:-}" ]; then
-    env $AB V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} timeout 60 build-cuda/v4serve bench --backend cuda \
-        --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency 1 --input-len 1024 --output-len 32 --prefill-len 1024 \
-        --out "$S/ab" >"$S/ab.log" 2>&1
-    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest' "$S/ab.log" >"$S/ab-summary.txt"
-    snap
     echo "== with $AB"
-    cut -c1-400 "$S/ab-summary.txt"
+    # shellcheck disable=SC2086 # AB is a list of VAR=value words
+    single_stream ab build-cuda/v4serve $AB
 fi

@@ -317,6 +317,15 @@ out:
     return rc;
 }
 
+/* Ends a split line with the slowest ops of a profile (sorted slowest first). */
+static void print_slowest_ops(FILE *f, const fwd_op_time *ops, int n)
+{
+    fprintf(f, "\n      slowest ops (ms, calls):");
+    for (int i = 0; i < n && i < BENCH_OPS_SHOWN; i++)
+        fprintf(f, " %s %.2f/%d", ops[i].name, ops[i].ms, ops[i].calls);
+    fprintf(f, "\n");
+}
+
 void bench_print_prefill(FILE *f, const bench_prefill_result *r)
 {
     fprintf(f,
@@ -329,10 +338,7 @@ void bench_print_prefill(FILE *f, const bench_prefill_result *r)
         if (r->fam_flops[i] > 0 && r->fam_ms[i] > 0)
             fprintf(f, " (%.1f)", r->fam_flops[i] / (r->fam_ms[i] * 1e-3) / 1e12);
     }
-    fprintf(f, "\n      slowest ops (ms, calls):");
-    for (int i = 0; i < r->n_ops && i < BENCH_OPS_SHOWN; i++)
-        fprintf(f, " %s %.2f/%d", r->ops[i].name, r->ops[i].ms, r->ops[i].calls);
-    fprintf(f, "\n");
+    print_slowest_ops(f, r->ops, r->n_ops);
 }
 
 void bench_print_header(FILE *f)
@@ -351,10 +357,7 @@ void bench_print_row(FILE *f, const bench_result *r)
     fprintf(f, "      split of one eager decode step (%.2f ms):", r->prof_ms);
     for (int i = 0; i < FAM_COUNT; i++)
         fprintf(f, " %s %.2f", FWD_FAMILY_NAMES[i], r->fam_ms[i]);
-    fprintf(f, "\n      slowest ops (ms, calls):");
-    for (int i = 0; i < r->n_ops && i < BENCH_OPS_SHOWN; i++)
-        fprintf(f, " %s %.2f/%d", r->ops[i].name, r->ops[i].ms, r->ops[i].calls);
-    fprintf(f, "\n");
+    print_slowest_ops(f, r->ops, r->n_ops);
 }
 
 /* A JSON number, or null where the value is not finite (a CPU backend has
