@@ -426,9 +426,9 @@ void test_attn_state_quick(void)
         run_case(&cs[i], &SMALL, true);
 }
 
-/* The tensor-core kernel (bf16 operands) at small shapes: steps of 75
- * tokens (one block per token) and of at most 64 (keys split into runs,
- * merged by the combine kernel); in the --quick subset, so under the
+/* The tensor-core kernel (bf16 operands) at small shapes: prefill steps
+ * (one block per token) and decode steps of 2 tokens (keys split into
+ * runs, merged by the combine kernel); in the --quick subset, so under the
  * sanitizers too. */
 void test_attn_state_quick_tc(void)
 {

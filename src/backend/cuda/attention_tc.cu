@@ -34,7 +34,12 @@
 #define TCA_KPW (TCA_TK / TCA_WARPS) /* keys each warp gathers per tile */
 #define TCA_OT (TCA_MAXD / 16) /* output n8 tiles per warp: d/2 channels */
 #define TCA_SPLITS 16            /* most runs a token's keys are cut into */
-#define TCA_SPLIT_MAX_TOKENS 64  /* steps of more tokens fill the GPU unsplit */
+/* Steps of more tokens take one block per token: on an H100 the split cost
+ * more than it saved from 32 tokens on (attention per layer, split against
+ * unsplit: 40 against 73 us at 1 token, 50 against 70 at 8, 92 against 70
+ * at 32, 188 against 72 at 64: bench/results/2026-12-06-h100-gemv against
+ * 2026-11-25-h100-moe-bf16x, eager profiles). */
+#define TCA_SPLIT_MAX_TOKENS 16
 
 /* A token's split: `runs` runs of `per` keys (whole tiles), the last shorter. */
 typedef struct tca_split {
