@@ -472,3 +472,37 @@ double gt_time_calls(v4_backend *be, gt_call_fn f, void *ctx)
     qsort(s, T_SAMPLES, sizeof *s, cmp_double);
     return (s[T_SAMPLES / 2 - 1] + s[T_SAMPLES / 2]) / 2;
 }
+
+typedef struct linear_timing {
+    float *y;
+    const float *x;
+    int n, groups, copies;
+    v4_mat *mats;
+} linear_timing;
+
+static void linear_call(v4_backend *be, void *ctx, int i)
+{
+    linear_timing *c = ctx;
+    be->ops->linear(be, c->y, c->x, c->n, &c->mats[i % c->copies], c->groups);
+}
+
+double gt_time_linear(v4_backend *be, const v4_mat *hm, const float *x, int n, int groups)
+{
+    const size_t bytes = mat_bytes(hm) + mat_scale_bytes(hm), ny = (size_t)n * hm->rows;
+    int copies = (int)((128u << 20) / bytes) + 1;
+    copies = copies > 32 ? 32 : copies;
+    v4_mat *mats = calloc((size_t)copies, sizeof *mats);
+    for (int i = 0; i < copies; i++)
+        mats[i] = gt_upload_mat(be, hm);
+    linear_timing ctx = {gt_alloc(be, ny * 4), gt_up(be, x, (size_t)n * groups * hm->cols * 4), n, groups, copies,
+                         mats};
+    double t = NAN;
+    if (ctx.y && ctx.x)
+        t = gt_time_calls(be, linear_call, &ctx);
+    for (int i = 0; i < copies; i++)
+        be->ops->free_mat(be, &mats[i]);
+    gt_free(be, ctx.y);
+    gt_free(be, (void *)ctx.x);
+    free(mats);
+    return t;
+}

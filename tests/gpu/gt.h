@@ -89,6 +89,12 @@ typedef void (*gt_call_fn)(v4_backend *be, void *ctx, int i);
  * eager batches when the backend has no graphs), so launch gaps are hidden. */
 double gt_time_calls(v4_backend *be, gt_call_fn f, void *ctx);
 
+/* Seconds per call of y = W x for n tokens (groups as in linear) on `be`,
+ * timed as above, with the weight `hm` uploaded in enough copies (>= 128
+ * MB in all, at most 32) that the calls, which rotate among them, read HBM
+ * rather than L2; x is the host input. NaN when a failure was recorded. */
+double gt_time_linear(v4_backend *be, const v4_mat *hm, const float *x, int n, int groups);
+
 /* Step metadata built on the host for both backends. */
 typedef struct gt_step {
     int n_tokens, n_seqs, max_blocks;

@@ -3,9 +3,11 @@
  * backend created with V4_CUDA_PLAIN=1) and the CPU ops, on fresh random
  * inputs, every GPU output NaN-poisoned first so that a value the kernel
  * failed to write shows up. The tensor-core tests run with the cuBLASLt
- * path off (V4_CUDA_BLAS=0); the blas_* tests check that path (bf16 copies
- * of the weights, bf16 activations, fp32 accumulation: the same bounds as
- * the tensor-core kernels) against the CPU and the tensor-core kernels.
+ * path off (V4_CUDA_BLAS=0); the blas_* tests check that path's bf16
+ * products (bf16 copies of the weights, bf16 activations, fp32
+ * accumulation: the same bounds as the tensor-core kernels; the FP8
+ * products are off here and tested in t_fp8gemm.c) against the CPU and the
+ * tensor-core kernels.
  *
  * Bounds (max |got - ref| / max |ref|):
  *   fast vs CPU, fast vs plain: 1e-2 for linear layers and the real-size
@@ -49,10 +51,11 @@ static int g_base;
 static bool failed_here(void) { return gt_failed() > g_base; }
 
 /* A CUDA backend on the SIMT kernels (plain), or on the tensor-core
- * kernels with the cuBLASLt path for steps of at least blas_min tokens (0:
- * path off, the kernels at every size); the matrix-vector path (gemv.cu)
- * is off, so that these tests reach the kernels at one token too. The
- * caller's environment is restored afterwards. */
+ * kernels with the cuBLASLt path (bf16 products) for steps of at least
+ * blas_min tokens (0: path off, the kernels at every size); the
+ * matrix-vector path (gemv.cu) is off, so that these tests reach the
+ * kernels at one token too. The caller's environment is restored
+ * afterwards. */
 static v4_backend *cuda_mode(dtype_t dialect, bool plain, int blas_min)
 {
     char min[16];
@@ -61,7 +64,9 @@ static v4_backend *cuda_mode(dtype_t dialect, bool plain, int blas_min)
     char *b = gt_swap_env("V4_CUDA_BLAS", blas_min > 0 ? "1" : "0");
     char *m = gt_swap_env("V4_CUDA_BLAS_MIN_TOKENS", blas_min > 0 ? min : NULL);
     char *g = gt_swap_env("V4_CUDA_GEMV_MAX_TOKENS", "0");
+    char *f = gt_swap_env("V4_CUDA_BLAS_FP8", "0");
     v4_backend *be = gt_cuda(dialect, "bf16", true);
+    gt_restore_env("V4_CUDA_BLAS_FP8", f);
     gt_restore_env("V4_CUDA_PLAIN", p);
     gt_restore_env("V4_CUDA_BLAS", b);
     gt_restore_env("V4_CUDA_BLAS_MIN_TOKENS", m);
@@ -84,37 +89,6 @@ typedef struct lin_case {
     const char *what;
     bool timed;
 } lin_case;
-
-typedef struct lin_ctx {
-    float *y;
-    const float *x;
-    int n, groups, copies;
-    v4_mat *mats;
-} lin_ctx;
-
-static void lin_call(v4_backend *be, void *ctx, int i)
-{
-    lin_ctx *c = ctx;
-    be->ops->linear(be, c->y, c->x, c->n, &c->mats[i % c->copies], c->groups);
-}
-
-/* Times one case on a GPU backend (weights in `copies` copies). */
-static double time_linear(v4_backend *be, const v4_mat *hm, const float *xg, float *yg, const lin_case *c)
-{
-    const size_t bytes = mat_bytes(hm) + mat_scale_bytes(hm);
-    int copies = (int)((128u << 20) / bytes) + 1;
-    if (copies > 32)
-        copies = 32;
-    v4_mat *mats = calloc((size_t)copies, sizeof *mats);
-    for (int i = 0; i < copies; i++)
-        mats[i] = gt_upload_mat(be, hm);
-    lin_ctx ctx = {yg, xg, c->n, c->groups, copies, mats};
-    const double t = failed_here() ? NAN : gt_time_calls(be, lin_call, &ctx);
-    for (int i = 0; i < copies; i++)
-        be->ops->free_mat(be, &mats[i]);
-    free(mats);
-    return t;
-}
 
 /* Most multiply-adds a linear case asks of the CPU (the largest cases before
  * 2048-token steps: wq_b, wo_a, wo_b at 256 tokens). */
@@ -171,7 +145,8 @@ static void check_linear(v4_backend *cpu, v4_backend *fast, v4_backend *plain, v
                     break;
                 }
         if (c->timed && !failed_here()) {
-            const double tf = time_linear(fast, &hm, xf, df, c), to = time_linear(other, &hm, xo, dO, c);
+            const double tf = gt_time_linear(fast, &hm, x, c->n, c->groups),
+                         to = gt_time_linear(other, &hm, x, c->n, c->groups);
             const double gb = (double)(mat_bytes(&hm) + mat_scale_bytes(&hm)) * 1e-9;
             gt_note("TIME %-44s %s %9.2f us %7.1f GB/s | %s %9.2f us %7.1f GB/s | x%.2f", what,
                     tc ? "cublaslt" : "fast", tf * 1e6, gb / tf, oname, to * 1e6, gb / to, to / tf);

@@ -47,38 +47,6 @@ static v4_backend *gv_backend(dtype_t dialect, bool plain, int gemv)
     return be;
 }
 
-typedef struct gv_timing {
-    float *y;
-    const float *x;
-    int n, groups, copies;
-    v4_mat *mats;
-} gv_timing;
-
-static void gv_call(v4_backend *be, void *ctx, int i)
-{
-    gv_timing *c = ctx;
-    be->ops->linear(be, c->y, c->x, c->n, &c->mats[i % c->copies], c->groups);
-}
-
-static double gv_time(v4_backend *be, const v4_mat *hm, const float *x, const gv_case *c)
-{
-    const size_t bytes = mat_bytes(hm) + mat_scale_bytes(hm), ny = (size_t)c->n * c->rows;
-    int copies = (int)((128u << 20) / bytes) + 1;
-    copies = copies > 32 ? 32 : copies;
-    v4_mat *mats = calloc((size_t)copies, sizeof *mats);
-    for (int i = 0; i < copies; i++)
-        mats[i] = gt_upload_mat(be, hm);
-    gv_timing ctx = {gt_alloc(be, ny * 4), gt_up(be, x, (size_t)c->n * c->groups * c->cols * 4), c->n, c->groups,
-                     copies, mats};
-    const double t = gt_time_calls(be, gv_call, &ctx);
-    for (int i = 0; i < copies; i++)
-        be->ops->free_mat(be, &mats[i]);
-    gt_free(be, ctx.y);
-    gt_free(be, (void *)ctx.x);
-    free(mats);
-    return t;
-}
-
 /* y = W x on `be` for n tokens of x, into a host array. */
 static float *gv_run(v4_backend *be, const v4_mat *hm, const float *x, int n, const gv_case *c)
 {
@@ -126,7 +94,7 @@ static void check_gemv(v4_backend *cpu, v4_backend *gemv, v4_backend *plain, v4_
         free(y1);
     }
     if (c->timed && gt_failed() == before) {
-        const double tg = gv_time(gemv, &hm, x, c), tb = gv_time(base, &hm, x, c);
+        const double tg = gt_time_linear(gemv, &hm, x, c->n, c->groups), tb = gt_time_linear(base, &hm, x, c->n, c->groups);
         const double gb = (double)(mat_bytes(&hm) + mat_scale_bytes(&hm)) * 1e-9;
         gt_note("TIME %-48s gemv %8.2f us %7.1f GB/s | without %8.2f us %7.1f GB/s | x%.2f", what, tg * 1e6,
                 gb / tg, tb * 1e6, gb / tb, tb / tg);
