@@ -55,6 +55,8 @@ static const gt_test TESTS[] = {
     {"tc_moe_real_dims", test_tc_moe_real_dims, false, false},
     {"blas_linear_formats", test_blas_linear_formats, true, false},
     {"blas_linear_real_dims", test_blas_linear_real_dims, false, false},
+    {"fp8_linear", test_fp8_linear, true, false},
+    {"fp8_linear_real_dims", test_fp8_linear_real_dims, false, false},
     {"gemv_linear", test_gemv_linear, true, false},
     {"moe_experts_gemv", test_moe_experts_gemv, true, false},
     {"gemv_linear_real_dims", test_gemv_linear_real_dims, false, false},

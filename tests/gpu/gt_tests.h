@@ -31,6 +31,8 @@ void test_tc_moe_real_dims(void);
 void test_tc_batch_invariance(void);
 void test_blas_linear_formats(void);
 void test_blas_linear_real_dims(void);
+void test_fp8_linear(void);
+void test_fp8_linear_real_dims(void);
 void test_gemv_linear(void);
 void test_gemv_linear_real_dims(void);
 

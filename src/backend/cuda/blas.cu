@@ -1,18 +1,26 @@
-/* Linear layers through cuBLASLt (bf16 operands, fp32 accumulation and
- * output). The tensor-core kernels of gemm_tc.cu dequantize each weight in
- * registers once per token tile of at most 64, which bounds them by their
- * own instruction rate at a few hundred tokens, and run a narrow weight in
- * too few blocks to fill the GPU at any size (bench/RESULTS.md); the
- * library's GEMMs do better in both cases (takes_library says which).
+/* Linear layers through cuBLASLt, fp32 accumulation and output. The
+ * tensor-core kernels of gemm_tc.cu dequantize each weight in registers
+ * once per token tile of at most 64, which bounds them by their own
+ * instruction rate at a few hundred tokens, and run a narrow weight in too
+ * few blocks to fill the GPU at any size (bench/RESULTS.md); the library's
+ * GEMMs do better in both cases (takes_library says which).
  *
- * Weights: BF16 ones (the head) are used as stored. FP8 ones (block-scaled
- * projections) get a bf16 copy, made once, on the first step that needs it
- * (always an eager run: the forward pass runs each graph bucket once before
- * capturing it), exact (an FP8 value times a power of two fits bf16), and
- * kept until the weight is freed: 2 bytes per weight beside the stored one,
- * the "bf16 projection weights cached across decode steps" of issue 7.
- * Where that memory cannot be had, or the library is absent, or cuBLASLt
- * offers no algorithm for a shape, the step takes the tensor-core kernels;
+ * Two kinds of product:
+ *  - FP8 (OCP e4m3fn weights of one group whose input count is a multiple
+ *    of 128): the weight as stored, its UE8M0 block scales as fp32
+ *    (BLK128x128), the activations quantized per token and 128 inputs to
+ *    e4m3fn with power-of-two scales (VEC128; fp8_quant.cu), as the
+ *    model's own inference code computes its FP8 layers. One byte per
+ *    weight is read and the tensor cores run at the FP8 rate.
+ *  - bf16 (every other weight the library takes: BF16 ones such as the
+ *    head as stored; FP8 ones of the fnuz dialect, grouped (wo_a) or of
+ *    other shapes get a bf16 copy, made once, on the first step that needs
+ *    it (always an eager run: the forward pass runs each graph bucket once
+ *    before capturing it), exact (an FP8 value times a power of two fits
+ *    bf16), kept until the weight is freed; bf16 activations.
+ * Where memory for a copy, scales or activations cannot be had, or the
+ * library is absent, or cuBLASLt offers no algorithm for a shape, the FP8
+ * product falls back to the bf16 one and that to the tensor-core kernels;
  * nothing is allocated or planned during capture.
  *
  * A grouped projection (wo_a: G groups of per rows, each reading its own
@@ -25,8 +33,10 @@
  * (the tensor-core kernels are invariant: V4_CUDA_BLAS=0 restores that).
  *
  * Environment, read when a backend is created: V4_CUDA_BLAS=0 turns the
- * path off; V4_CUDA_BLAS_MIN_TOKENS=N sets the step size from which every
- * FP8 weight takes it (default below). */
+ * path off; V4_CUDA_BLAS_FP8=0 turns the FP8 products off (bf16 for every
+ * weight); V4_CUDA_BLAS_MIN_TOKENS=N sets the step size from which every
+ * FP8 weight takes the library, V4_CUDA_BLAS_FP8_MIN_TOKENS=N the one from
+ * which every weight that can takes the FP8 product (defaults below). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +48,9 @@
 
 /* Steps of at least this many tokens take the library for every FP8 weight. */
 #define BLAS_MIN_TOKENS 64
+/* Weights take the FP8 product from this many tokens, or when this big (takes_fp8). */
+#define BLAS_FP8_MIN_TOKENS 1024
+#define BLAS_FP8_MIN_WEIGHT ((int64_t)16 << 20)
 #define BLAS_WS_BYTES ((size_t)32 << 20)
 #define BLAS_MAX_PLANS 256
 
@@ -64,18 +77,22 @@ int cu_lt_load(lt_api *lt, char *which, size_t n)
     return 0;
 }
 
-/* The bf16 copy of an FP8 weight (bf16 NULL: it could not be made). */
-typedef struct blas_copy {
+/* What the path keeps for one weight: its bf16 copy and its block scales
+ * as fp32 (each NULL until made, and NULL for good where making it failed:
+ * the *_tried flags). */
+typedef struct blas_weight {
     const void *src;
     uint16_t *bf16;
-} blas_copy;
+    float *scales;
+    bool bf16_tried, scales_tried;
+} blas_weight;
 
-/* A planned product: the shape and alignments it was planned for, the
- * descriptors and the algorithm (ok false: cuBLASLt offered none). */
+/* A planned product: the shape, kind and alignments it was planned for,
+ * the descriptors and the algorithm (ok false: cuBLASLt offered none). */
 typedef struct blas_plan {
     int n, groups, align_w, align_y;
     int64_t rows, cols;
-    bool ok;
+    bool fp8, ok;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
@@ -86,34 +103,66 @@ struct cu_blas {
     char lib[160];
     cublasLtHandle_t h;
     void *ws;
-    int min_tokens;
-    uint16_t *xb; /* the step's activations in bf16 */
-    size_t xb_elems;
-    blas_copy *copies;
-    size_t n_copies, cap_copies;
+    int min_tokens, fp8_min_tokens;
+    bool fp8;
+    uint16_t *xb; /* the step's activations in bf16 ... */
+    size_t xb_bytes;
+    uint8_t *xq; /* ... or as e4m3fn codes, with their scales */
+    size_t xq_bytes;
+    float *xs;
+    size_t xs_bytes;
+    float *yp; /* the output of FP8 products padded to whole groups of 4 tokens */
+    size_t yp_bytes;
+    int fp8_plans, fp8_refused; /* FP8 planning so far, for describe */
+    int fp8_status;                         /* the last refusal (plan_make's code) */
+    blas_weight *weights;
+    size_t n_weights, cap_weights;
     blas_plan plans[BLAS_MAX_PLANS];
     int n_plans, next_evict;
 };
 
+/* "0" or "1" from the environment into *on (unset: unchanged). */
+static int env_switch(const char *name, bool *on, v4_err *err)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        return v4_errf(err, "%s='%s': use 0 (off) or 1 (on, the default)", name, v);
+    *on = strcmp(v, "1") == 0;
+    return 0;
+}
+
+/* A token count from the environment into *tokens (unset: unchanged). */
+static int env_tokens(const char *name, int *tokens, v4_err *err)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    char *end;
+    const long t = strtol(v, &end, 10);
+    if (*end || t < 1 || t > 1 << 30)
+        return v4_errf(err, "%s='%s': use a positive number of tokens", name, v);
+    *tokens = (int)t;
+    return 0;
+}
+
 extern "C" int cu_blas_init(cu_backend *cb, v4_err *err)
 {
-    const char *on = getenv("V4_CUDA_BLAS"), *min = getenv("V4_CUDA_BLAS_MIN_TOKENS");
-    if (on && *on && strcmp(on, "0") != 0 && strcmp(on, "1") != 0)
-        return v4_errf(err, "V4_CUDA_BLAS='%s': use 0 (off) or 1 (on, the default)", on);
-    int min_tokens = BLAS_MIN_TOKENS;
-    if (min && *min) {
-        char *end;
-        const long v = strtol(min, &end, 10);
-        if (*end || v < 1 || v > 1 << 30)
-            return v4_errf(err, "V4_CUDA_BLAS_MIN_TOKENS='%s': use a positive number of tokens", min);
-        min_tokens = (int)v;
-    }
-    if (cb->plain || (on && strcmp(on, "0") == 0))
+    bool on = true, fp8 = true;
+    int min_tokens = BLAS_MIN_TOKENS, fp8_min_tokens = BLAS_FP8_MIN_TOKENS;
+    if (env_switch("V4_CUDA_BLAS", &on, err) || env_switch("V4_CUDA_BLAS_FP8", &fp8, err) ||
+        env_tokens("V4_CUDA_BLAS_MIN_TOKENS", &min_tokens, err) ||
+        env_tokens("V4_CUDA_BLAS_FP8_MIN_TOKENS", &fp8_min_tokens, err))
+        return -1;
+    if (cb->plain || !on)
         return 0;
     cu_blas *b = (cu_blas *)calloc(1, sizeof *b);
     if (!b)
         return v4_errf(err, "out of host memory");
     b->min_tokens = min_tokens;
+    b->fp8 = fp8;
+    b->fp8_min_tokens = fp8_min_tokens;
     if (cu_lt_load(&b->lt, b->lib, sizeof b->lib) || b->lt.create(&b->h) != CUBLAS_STATUS_SUCCESS) {
         free(b); /* no library: the tensor-core kernels do every step */
         return 0;
@@ -148,10 +197,15 @@ extern "C" void cu_blas_destroy(cu_backend *cb)
         return;
     for (int i = 0; i < b->n_plans; i++)
         plan_free(b, &b->plans[i]);
-    for (size_t i = 0; i < b->n_copies; i++)
-        cudaFree(b->copies[i].bf16);
-    free(b->copies);
+    for (size_t i = 0; i < b->n_weights; i++) {
+        cudaFree(b->weights[i].bf16);
+        cudaFree(b->weights[i].scales);
+    }
+    free(b->weights);
     cudaFree(b->xb);
+    cudaFree(b->xq);
+    cudaFree(b->xs);
+    cudaFree(b->yp);
     cudaFree(b->ws);
     b->lt.destroy(b->h);
     free(b);
@@ -163,10 +217,11 @@ extern "C" void cu_blas_forget(cu_backend *cb, const void *weight)
     cu_blas *b = cb->blas;
     if (!b)
         return;
-    for (size_t i = 0; i < b->n_copies; i++)
-        if (b->copies[i].src == weight) {
-            cu_retire(cb, b->copies[i].bf16); /* graphs may still read it */
-            b->copies[i] = b->copies[--b->n_copies];
+    for (size_t i = 0; i < b->n_weights; i++)
+        if (b->weights[i].src == weight) {
+            cu_retire(cb, b->weights[i].bf16); /* graphs may still read them */
+            cu_retire(cb, b->weights[i].scales);
+            b->weights[i] = b->weights[--b->n_weights];
             return;
         }
 }
@@ -178,10 +233,57 @@ extern "C" bool cu_blas_describe(const cu_backend *cb, char *buf, size_t n)
         snprintf(buf, n, "tensor-core kernels at every step size (cuBLASLt path off or absent)");
         return false;
     }
+    char fp8[256] = "bf16 products";
+    if (b->fp8)
+        snprintf(fp8, sizeof fp8,
+                 "block-scaled FP8 products for e4m3fn weights of 128-multiple inputs, bf16 for the rest; "
+                 "FP8 shapes planned %d, refused %d (last: stage %d, status %d)", b->fp8_plans, b->fp8_refused,
+                 b->fp8_status / 100, b->fp8_status % 100);
     snprintf(buf, n,
-             "cuBLASLt (%s) bf16 GEMMs for BF16 weights, and FP8 ones from %d tokens a step or when narrow; "
+             "cuBLASLt (%s) GEMMs for BF16 weights, and FP8 ones from %d tokens a step or when narrow (%s); "
              "tensor-core kernels otherwise",
-             b->lib, b->min_tokens);
+             b->lib, b->min_tokens, fp8);
+    return true;
+}
+
+/* The entry of w, added when new (never during capture); NULL when there
+ * is none and none can be made. */
+static blas_weight *weight_entry(cu_backend *cb, cu_blas *b, const v4_mat *w)
+{
+    for (size_t i = 0; i < b->n_weights; i++)
+        if (b->weights[i].src == w->data)
+            return &b->weights[i];
+    if (cb->capturing)
+        return NULL;
+    if (b->n_weights == b->cap_weights) {
+        const size_t cap = b->cap_weights ? 2 * b->cap_weights : 64;
+        blas_weight *c = (blas_weight *)realloc(b->weights, cap * sizeof *c);
+        if (!c)
+            return NULL;
+        b->weights = c, b->cap_weights = cap;
+    }
+    blas_weight *e = &b->weights[b->n_weights++];
+    memset(e, 0, sizeof *e);
+    e->src = w->data;
+    return e;
+}
+
+/* A device buffer of at least `bytes`, grown outside capture; false when
+ * it is too small and cannot grow now. */
+static bool ensure_buffer(cu_backend *cb, void **buf, size_t *have, size_t bytes)
+{
+    if (bytes <= *have)
+        return true;
+    if (cb->capturing)
+        return false;
+    cu_retire(cb, *buf);
+    *buf = NULL, *have = 0;
+    if (cudaMalloc(buf, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        *buf = NULL;
+        return false;
+    }
+    *have = bytes;
     return true;
 }
 
@@ -198,33 +300,42 @@ static const uint16_t *weight_bf16(cu_backend *cb, cu_blas *b, const v4_mat *w, 
 {
     if (fmt == CW_BF16)
         return (const uint16_t *)w->data;
-    for (size_t i = 0; i < b->n_copies; i++)
-        if (b->copies[i].src == w->data)
-            return b->copies[i].bf16;
-    if (cb->capturing)
-        return NULL;
-    if (b->n_copies == b->cap_copies) {
-        const size_t cap = b->cap_copies ? 2 * b->cap_copies : 64;
-        blas_copy *c = (blas_copy *)realloc(b->copies, cap * sizeof *c);
-        if (!c)
-            return NULL;
-        b->copies = c, b->cap_copies = cap;
-    }
-    blas_copy *c = &b->copies[b->n_copies++];
-    c->src = w->data;
-    c->bf16 = NULL;
-    if (cudaMalloc(&c->bf16, (size_t)w->rows * w->cols * 2) != cudaSuccess) {
+    blas_weight *e = weight_entry(cb, b, w);
+    if (!e || e->bf16 || e->bf16_tried || cb->capturing)
+        return e ? e->bf16 : NULL;
+    e->bf16_tried = true;
+    if (cudaMalloc(&e->bf16, (size_t)w->rows * w->cols * 2) != cudaSuccess) {
         cudaGetLastError(); /* out of memory: this weight keeps the kernels */
-        c->bf16 = NULL;
+        e->bf16 = NULL;
         return NULL;
     }
     const cu_wdesc d = cu_desc(w);
     if (fmt == CW_FP8)
-        weight_to_bf16_kernel<CW_FP8><<<cu_grid(w->rows * w->cols, 256), 256, 0, cb->stream>>>(c->bf16, d);
+        weight_to_bf16_kernel<CW_FP8><<<cu_grid(w->rows * w->cols, 256), 256, 0, cb->stream>>>(e->bf16, d);
     else
-        weight_to_bf16_kernel<CW_FP8FNUZ><<<cu_grid(w->rows * w->cols, 256), 256, 0, cb->stream>>>(c->bf16, d);
+        weight_to_bf16_kernel<CW_FP8FNUZ><<<cu_grid(w->rows * w->cols, 256), 256, 0, cb->stream>>>(e->bf16, d);
     cu_launched(cb, "weight_to_bf16");
-    return c->bf16;
+    return e->bf16;
+}
+
+/* Columns of the fp32 block-scale table of a weight with `cols` inputs. */
+static int64_t scale_ld(int64_t cols) { return ((cols + 127) / 128 + 3) / 4 * 4; }
+
+/* The fp32 block scales of FP8 weight w, or NULL (then the bf16 product). */
+static const float *weight_scales(cu_backend *cb, cu_blas *b, const v4_mat *w)
+{
+    blas_weight *e = weight_entry(cb, b, w);
+    if (!e || e->scales || e->scales_tried || cb->capturing)
+        return e ? e->scales : NULL;
+    e->scales_tried = true;
+    const int64_t ldk = scale_ld(w->cols);
+    if (cudaMalloc(&e->scales, (size_t)((w->rows + 127) / 128 * ldk) * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        e->scales = NULL;
+        return NULL;
+    }
+    cu_fp8_block_scales(cb, e->scales, w->scale, w->rows, w->cols, ldk);
+    return e->scales;
 }
 
 /* Largest power of two (up to 256) dividing the address and every offset. */
@@ -234,56 +345,88 @@ static int alignment(const void *p, int64_t stride_bytes)
     return (int)(v & (~v + 1));
 }
 
-static bool plan_make(cu_blas *b, blas_plan *p, int n, int64_t R, int64_t C, int groups)
+/* Plans p (shape and kind set; an FP8 plan with the scale pointers
+ * of the call that asks for it: cuBLASLt checks block scaling against
+ * them). Returns 0, or 100 * stage + the cuBLAS status of the first call
+ * that failed (stages: 1 descriptors, 2 scale modes and pointers, 3 batch,
+ * 4 preferences, 5 the heuristic; 5 with CUBLAS_STATUS_NOT_SUPPORTED: no
+ * algorithm), which describe reports. */
+static int plan_make(cu_blas *b, blas_plan *p, const void *scale_w, const void *scale_x)
 {
     const lt_api *lt = &b->lt;
-    const int64_t per = R / groups;
+    const int n = p->n, groups = p->groups;
+    const int64_t R = p->rows, C = p->cols, per = R / groups;
+    const cudaDataType_t in = p->fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     const int32_t batch = groups;
+    const int32_t mode_w = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, mode_x = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
     const int64_t sa = per * C, sb = C, sd = per;
     const uint32_t aw = (uint32_t)p->align_w, ay = (uint32_t)p->align_y, ax = 256;
     const size_t ws = BLAS_WS_BYTES;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
-    bool ok = lt->desc_create(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
-              lt->desc_set(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == CUBLAS_STATUS_SUCCESS &&
-              lt->desc_set(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == CUBLAS_STATUS_SUCCESS &&
-              lt->layout_create(&p->la, CUDA_R_16BF, (uint64_t)C, (uint64_t)per, C) == CUBLAS_STATUS_SUCCESS &&
-              lt->layout_create(&p->lb, CUDA_R_16BF, (uint64_t)C, (uint64_t)n, groups * C) == CUBLAS_STATUS_SUCCESS &&
-              lt->layout_create(&p->ld, CUDA_R_32F, (uint64_t)per, (uint64_t)n, R) == CUBLAS_STATUS_SUCCESS;
-    if (ok && groups > 1)
-        ok = lt->layout_set(p->la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch) == CUBLAS_STATUS_SUCCESS &&
-             lt->layout_set(p->la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa) == CUBLAS_STATUS_SUCCESS &&
-             lt->layout_set(p->lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch) == CUBLAS_STATUS_SUCCESS &&
-             lt->layout_set(p->lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb) == CUBLAS_STATUS_SUCCESS &&
-             lt->layout_set(p->ld, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch) == CUBLAS_STATUS_SUCCESS &&
-             lt->layout_set(p->ld, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sd, sizeof sd) == CUBLAS_STATUS_SUCCESS;
-    ok = ok && lt->pref_create(&pref) == CUBLAS_STATUS_SUCCESS &&
-         lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws) == CUBLAS_STATUS_SUCCESS &&
-         lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw, sizeof aw) == CUBLAS_STATUS_SUCCESS &&
-         lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax, sizeof ax) == CUBLAS_STATUS_SUCCESS &&
-         lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ay, sizeof ay) == CUBLAS_STATUS_SUCCESS &&
-         lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay, sizeof ay) == CUBLAS_STATUS_SUCCESS &&
-         lt->heur(b->h, p->desc, p->la, p->lb, p->ld, p->ld, pref, 1, &res, &found) == CUBLAS_STATUS_SUCCESS &&
-         found > 0;
+    int found = 0, fail = 0;
+#define TRY(stage, call)                                                                                             \
+    do {                                                                                                               \
+        const cublasStatus_t st_ = (call);                                                                             \
+        if (!fail && st_ != CUBLAS_STATUS_SUCCESS)                                                                     \
+            fail = 100 * (stage) + (int)st_;                                                                           \
+    } while (0)
+    TRY(1, lt->desc_create(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    if (!fail) {
+        TRY(1, lt->desc_set(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+        TRY(1, lt->desc_set(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+        TRY(1, lt->layout_create(&p->la, in, (uint64_t)C, (uint64_t)per, C));
+        TRY(1, lt->layout_create(&p->lb, in, (uint64_t)C, (uint64_t)n, groups * C));
+        TRY(1, lt->layout_create(&p->ld, CUDA_R_32F, (uint64_t)per, (uint64_t)n, R));
+    }
+    if (!fail && p->fp8) {
+        TRY(2, lt->desc_set(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode_w, sizeof mode_w));
+        TRY(2, lt->desc_set(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode_x, sizeof mode_x));
+        TRY(2, lt->desc_set(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_w, sizeof scale_w));
+        TRY(2, lt->desc_set(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scale_x, sizeof scale_x));
+    }
+    if (!fail && groups > 1) {
+        TRY(3, lt->layout_set(p->la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
+        TRY(3, lt->layout_set(p->la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa));
+        TRY(3, lt->layout_set(p->lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
+        TRY(3, lt->layout_set(p->lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb));
+        TRY(3, lt->layout_set(p->ld, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
+        TRY(3, lt->layout_set(p->ld, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sd, sizeof sd));
+    }
+    if (!fail) {
+        TRY(4, lt->pref_create(&pref));
+        if (!fail) {
+            TRY(4, lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+            TRY(4, lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw, sizeof aw));
+            TRY(4, lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax, sizeof ax));
+            TRY(4, lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ay, sizeof ay));
+            TRY(4, lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay, sizeof ay));
+        }
+    }
+    if (!fail) {
+        TRY(5, lt->heur(b->h, p->desc, p->la, p->lb, p->ld, p->ld, pref, 1, &res, &found));
+        if (!fail && found < 1)
+            fail = 500 + (int)CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+#undef TRY
     if (pref)
         lt->pref_destroy(pref);
-    if (ok)
+    if (!fail)
         p->algo = res.algo;
-    return ok;
+    return fail;
 }
 
-/* The plan of this shape, made when new (never during capture); NULL when
- * the step must take the kernels. Full table: the oldest plan goes (a
- * captured graph keeps its own copy of what it launched). */
-static const blas_plan *plan_for(cu_backend *cb, cu_blas *b, int n, int64_t R, int64_t C, int groups, int align_w,
-                                 int align_y)
+/* The plan of this shape and kind, made when new (never during capture);
+ * NULL when the step must take another path. Full table: the oldest plan
+ * goes (a captured graph keeps its own copy of what it launched). */
+static blas_plan *plan_for(cu_backend *cb, cu_blas *b, bool fp8, int n, int64_t R, int64_t C, int groups, int align_w,
+                           int align_y, const void *scale_w, const void *scale_x)
 {
     for (int i = 0; i < b->n_plans; i++) {
-        const blas_plan *p = &b->plans[i];
-        if (p->n == n && p->rows == R && p->cols == C && p->groups == groups && p->align_w == align_w &&
-            p->align_y == align_y)
+        blas_plan *p = &b->plans[i];
+        if (p->fp8 == fp8 && p->n == n && p->rows == R && p->cols == C && p->groups == groups &&
+            p->align_w == align_w && p->align_y == align_y)
             return p->ok ? p : NULL;
     }
     if (cb->capturing)
@@ -297,8 +440,14 @@ static const blas_plan *plan_for(cu_backend *cb, cu_blas *b, int n, int64_t R, i
         plan_free(b, p);
     }
     memset(p, 0, sizeof *p);
-    p->n = n, p->rows = R, p->cols = C, p->groups = groups, p->align_w = align_w, p->align_y = align_y;
-    p->ok = plan_make(b, p, n, R, C, groups);
+    p->fp8 = fp8, p->n = n, p->rows = R, p->cols = C, p->groups = groups, p->align_w = align_w, p->align_y = align_y;
+    const int fail = plan_make(b, p, scale_w, scale_x);
+    p->ok = !fail;
+    if (fp8) {
+        b->fp8_plans += p->ok, b->fp8_refused += !p->ok;
+        if (!p->ok)
+            b->fp8_status = fail;
+    }
     return p->ok ? p : NULL;
 }
 
@@ -320,37 +469,81 @@ static bool takes_library(const cu_backend *cb, const cu_blas *b, int n, const v
     return n >= b->min_tokens || row_blocks < cb->n_sm;
 }
 
+/* Whether w takes the FP8 product: e4m3fn (what the tensor cores read),
+ * one group, whole 128-input blocks, 16-byte aligned rows of fp32 output
+ * (and, checked by the caller, of fp32 input: the quantizer reads float4);
+ * and where it measured faster than the bf16 product (H100, gpu-tests
+ * fp8_linear_real_dims, bench/RESULTS.md): weights of 16M entries and more
+ * at every size (wq_b at 64 tokens: 21 us against 33), smaller ones from
+ * fp8_min_tokens (wq_a: 16 us against 11 at 64 tokens, 34 against 52
+ * at 2048; wkv and shared w1 slower at 256, faster at 2048; 1024 is
+ * between the measured sizes). */
+static bool takes_fp8(const cu_blas *b, const v4_mat *w, int fmt, int groups, int n)
+{
+    return b->fp8 && fmt == CW_FP8 && groups == 1 && w->cols % 128 == 0 && w->rows % 4 == 0 &&
+           alignment(w->data, w->cols) >= 16 && (n >= b->fp8_min_tokens || w->rows * w->cols >= BLAS_FP8_MIN_WEIGHT);
+}
+
+static void run_plan(cu_backend *cb, cu_blas *b, const blas_plan *p, const void *w, const void *x, float *y,
+                     const v4_mat *m, int n)
+{
+    const float one = 1.0f, zero = 0.0f;
+    const cublasStatus_t s =
+        b->lt.matmul(b->h, p->desc, &one, w, p->la, x, p->lb, &zero, y, p->ld, y, p->ld, &p->algo, b->ws,
+                     BLAS_WS_BYTES, cb->stream);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        cu_fail(cb, "linear '%s' (%d tokens): cublasLtMatmul failed with status %d", m->name ? m->name : "?", n, (int)s);
+}
+
+/* The FP8 product; false (nothing done) where it cannot run now.
+ * cuBLASLt's block-scaled products take token counts in multiples of 4
+ * (it offers no algorithm for 1, 7, 70 or 129 tokens on an H100), so
+ * other counts are padded with zero tokens into a scratch output, of which
+ * the step's rows are copied out. */
+static bool fp8_linear(cu_backend *cb, cu_blas *b, float *y, const float *x, int n, const v4_mat *w)
+{
+    const int64_t R = w->rows, C = w->cols;
+    const int m = (n + 3) / 4 * 4;
+    const float *ws = weight_scales(cb, b, w);
+    if (!ws || !ensure_buffer(cb, (void **)&b->xq, &b->xq_bytes, (size_t)m * C) ||
+        !ensure_buffer(cb, (void **)&b->xs, &b->xs_bytes, (size_t)(C / 128) * m * sizeof(float)) ||
+        (m != n && !ensure_buffer(cb, (void **)&b->yp, &b->yp_bytes, (size_t)m * R * sizeof(float))))
+        return false;
+    float *out = m != n ? b->yp : y;
+    blas_plan *p = plan_for(cb, b, true, m, R, C, 1, alignment(w->data, C), alignment(out, R * 4), ws, b->xs);
+    if (!p)
+        return false;
+    const void *wsp = ws, *xsp = b->xs;
+    if (b->lt.desc_set(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &wsp, sizeof wsp) != CUBLAS_STATUS_SUCCESS ||
+        b->lt.desc_set(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xsp, sizeof xsp) != CUBLAS_STATUS_SUCCESS)
+        return false;
+    cu_fp8_quant_act(cb, b->xq, b->xs, x, n, m, C);
+    run_plan(cb, b, p, w->data, b->xq, out, w, m);
+    if (m != n)
+        cu_check(cb, cudaMemcpyAsync(y, out, (size_t)n * R * sizeof(float), cudaMemcpyDeviceToDevice, cb->stream),
+                 "fp8 linear: copy out");
+    return true;
+}
+
 extern "C" bool cu_blas_linear(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups)
 {
     cu_blas *b = cb->blas;
     if (!b || !takes_library(cb, b, n, w, fmt, groups))
         return false;
+    if (takes_fp8(b, w, fmt, groups, n) && alignment(x, w->cols * 4) >= 16 && fp8_linear(cb, b, y, x, n, w))
+        return true;
     const int64_t R = w->rows, C = w->cols, per = R / groups;
     const size_t need = (size_t)n * groups * C;
-    if (need > b->xb_elems) {
-        if (cb->capturing)
-            return false;
-        cu_retire(cb, b->xb);
-        b->xb = NULL, b->xb_elems = 0;
-        if (cudaMalloc(&b->xb, need * 2) != cudaSuccess) {
-            cudaGetLastError();
-            b->xb = NULL;
-            return false;
-        }
-        b->xb_elems = need;
-    }
+    if (!ensure_buffer(cb, (void **)&b->xb, &b->xb_bytes, need * 2))
+        return false;
     const uint16_t *wb = weight_bf16(cb, b, w, fmt);
     if (!wb)
         return false;
-    const blas_plan *p = plan_for(cb, b, n, R, C, groups, alignment(wb, per * C * 2), alignment(y, per * 4));
+    const blas_plan *p =
+        plan_for(cb, b, false, n, R, C, groups, alignment(wb, per * C * 2), alignment(y, per * 4), NULL, NULL);
     if (!p)
         return false;
     cu_to_bf16(cb, b->xb, x, (int64_t)need);
-    const float one = 1.0f, zero = 0.0f;
-    const cublasStatus_t s = b->lt.matmul(b->h, p->desc, &one, wb, p->la, b->xb, p->lb, &zero, y, p->ld, y, p->ld,
-                                          &p->algo, b->ws, BLAS_WS_BYTES, cb->stream);
-    if (s != CUBLAS_STATUS_SUCCESS)
-        cu_fail(cb, "linear '%s' (%d tokens): cublasLtMatmul failed with status %d", w->name ? w->name : "?", n,
-                (int)s);
+    run_plan(cb, b, p, wb, b->xb, y, w, n);
     return true;
 }

@@ -161,12 +161,19 @@ void cu_sample(v4_backend *be, int32_t *ids, const float *logits, int n, int64_t
  * no host memory);
  * cu_blas_linear computes the layer and returns true, or returns false
  * having done nothing (the caller's kernels then compute it); forget drops
- * the bf16 copy of a weight that is being freed. */
+ * the copies and scales kept for a weight that is being freed. */
 int cu_blas_init(cu_backend *cb, v4_err *err);
 void cu_blas_destroy(cu_backend *cb);
 bool cu_blas_linear(cu_backend *cb, float *y, const float *x, int n, const v4_mat *w, int fmt, int groups);
 void cu_blas_forget(cu_backend *cb, const void *weight);
 bool cu_blas_describe(const cu_backend *cb, char *buf, size_t n);
+
+/* The operands of the FP8 products (fp8_quant.cu; layouts there): x (n
+ * tokens of C inputs, C a multiple of 128) as e4m3fn codes q ([ldn][C],
+ * zero past n) and scales [C/128][ldn]; a weight's UE8M0 128x128 block
+ * scales as fp32 [RB][ldk]. */
+void cu_fp8_quant_act(cu_backend *cb, uint8_t *q, float *scale, const float *x, int n, int ldn, int64_t C);
+void cu_fp8_block_scales(cu_backend *cb, float *dst, const uint8_t *ue8m0, int64_t rows, int64_t cols, int64_t ldk);
 
 /* The matrix-vector path of the linear layers and experts (gemv.cu): init reads
  * V4_CUDA_GEMV_MAX_TOKENS (-1 with err when malformed); cu_gemv_linear
