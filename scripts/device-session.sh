@@ -10,6 +10,7 @@
 #   5. with AB="VAR=value ..." set, the same single-stream decode with that
 #      environment (e.g. AB="V4_CUDA_GEMV_MAX_TOKENS=0": the matrix-vector
 #      path off), so one change is measured against its absence
+#   6. with CHUNK=N set, the 8192-token prefill in chunks of N
 # Everything is written under /tmp/session and packed into $OUT/session.tgz:
 # the device tool returns a limited number of files, and a call that times
 # out still returns what $OUT holds, so the summary is copied there after
@@ -33,14 +34,16 @@ grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest|prefill|measured' "$S/bench.
 snap
 cut -c1-400 "$S/bench-summary.txt"
 
-# single_stream NAME BINARY [VAR=value ...]: one-sequence decode on the bench checkpoint
+# single_stream NAME BINARY [VAR=value ...]: one-sequence decode on the
+# bench checkpoint (and a 1024-token prefill, or PREFILL_ARGS)
 single_stream() {
     name=$1 bin=$2
     shift 2
+    # shellcheck disable=SC2086 # PREFILL_ARGS is a list of words
     env "$@" V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} timeout 60 "$bin" bench --backend cuda \
-        --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency 1 --input-len 1024 --output-len 32 --prefill-len 1024 \
-        --out "$S/$name" >"$S/$name.log" 2>&1
-    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest' "$S/$name.log" >"$S/$name-summary.txt"
+        --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency 1 --input-len 1024 --output-len 32 \
+        ${PREFILL_ARGS:---prefill-len 1024} --out "$S/$name" >"$S/$name.log" 2>&1
+    grep -E '^ *[0-9]+ +[0-9]+ +[0-9]+ \||split|slowest|prefill' "$S/$name.log" >"$S/$name-summary.txt"
     snap
     cut -c1-400 "$S/$name-summary.txt"
 }
@@ -53,4 +56,8 @@ if [ -n "${AB:-}" ]; then
     echo "== with $AB"
     # shellcheck disable=SC2086 # AB is a list of VAR=value words
     single_stream ab build-cuda/v4serve $AB
+fi
+if [ -n "${CHUNK:-}" ]; then
+    echo "== prefill in chunks of $CHUNK"
+    PREFILL_ARGS="--prefill-len 8192 --prefill-chunk $CHUNK" single_stream chunk build-cuda/v4serve
 fi
