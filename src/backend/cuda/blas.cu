@@ -7,17 +7,19 @@
  *
  * Two kinds of product:
  *  - FP8 (OCP e4m3fn weights of one group whose input count is a multiple
- *    of 128): the weight as stored, its UE8M0 block scales as fp32
- *    (BLK128x128), the activations quantized per token and 128 inputs to
- *    e4m3fn with power-of-two scales (VEC128; fp8_quant.cu), as the
- *    model's own inference code computes its FP8 layers. One byte per
- *    weight is read and the tensor cores run at the FP8 rate.
- *  - bf16 (every other weight the library takes: BF16 ones such as the
- *    head as stored; FP8 ones of the fnuz dialect, grouped (wo_a) or of
- *    other shapes get a bf16 copy, made once, on the first step that needs
- *    it (always an eager run: the forward pass runs each graph bucket once
- *    before capturing it), exact (an FP8 value times a power of two fits
- *    bf16), kept until the weight is freed; bf16 activations.
+ *    of 128, in steps where it measured faster: takes_fp8): the weight as
+ *    stored, its UE8M0 block scales as fp32 (BLK128x128), the activations
+ *    quantized per token and 128 inputs to e4m3fn with power-of-two scales
+ *    (VEC128; fp8_quant.cu), as the model's own inference code computes
+ *    its FP8 layers. One byte per weight is read and the tensor cores run
+ *    at the FP8 rate.
+ *  - bf16 (every other step the library takes): BF16 weights such as the
+ *    head as stored; FP8 ones (fnuz, grouped like wo_a, other shapes, or
+ *    small ones in smaller steps) get a bf16 copy, made once, on the first
+ *    step that needs it (always an eager run: the forward pass runs each
+ *    graph bucket once before capturing it), exact (an FP8 value times a
+ *    power of two fits bf16), kept until the weight is freed; bf16
+ *    activations.
  * Where memory for a copy, scales or activations cannot be had, or the
  * library is absent, or cuBLASLt offers no algorithm for a shape, the FP8
  * product falls back to the bf16 one and that to the tensor-core kernels;
@@ -114,7 +116,7 @@ struct cu_blas {
     float *yp; /* the output of FP8 products padded to whole groups of 4 tokens */
     size_t yp_bytes;
     int fp8_plans, fp8_refused; /* FP8 planning so far, for describe */
-    int fp8_status;                         /* the last refusal (plan_make's code) */
+    int fp8_status;             /* the last refusal (plan_make's code) */
     blas_weight *weights;
     size_t n_weights, cap_weights;
     blas_plan plans[BLAS_MAX_PLANS];
