@@ -1,6 +1,7 @@
 /* The FP8 block-scaled products of the cuBLASLt path (blas.cu,
- * fp8_quant.cu): e4m3fn weights with their 128x128 block scales against
- * activations quantized per token and 128 inputs.
+ * fp8_quant.cu; opt-in, V4_CUDA_BLAS_FP8=1): e4m3fn weights with their
+ * 128x128 block scales against activations quantized per token and 128
+ * inputs.
  *
  * References, both on the CPU backend (fp32, exact weight decoding):
  *   quantized: the inputs first rounded as fp8_quant.cu rounds them
