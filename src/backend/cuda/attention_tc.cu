@@ -314,47 +314,32 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     }
     if (!active)
         return;
-    if (part) { /* the run's unnormalised output, max and sum (a quad's lanes share them) */
+    /* the rows of heads ha and hb (NULL past H): with split keys the run's
+     * unnormalised output, followed by its max and sum (a quad's lanes
+     * share them); else the output, divided by the sum */
+    const int hrow[2] = {ha, hb};
+    float *row[2];
+    float mul[2];
 #pragma unroll
-        for (int i = 0; i < TCA_OT; i++) {
-            if (i >= n_ot)
-                break;
-            const int ch = dh * half + i * 8 + q4 * 2;
-            if (ha < H) {
-                float *ra = part + tca_run_off(t, run, ha, H, d);
-                ra[ch] = acc[i][0], ra[ch + 1] = acc[i][1];
-            }
-            if (hb < H) {
-                float *rb = part + tca_run_off(t, run, hb, H, d);
-                rb[ch] = acc[i][2], rb[ch + 1] = acc[i][3];
-            }
-        }
-        if (dh == 0 && q4 == 0) {
-            if (ha < H) {
-                float *ra = part + tca_run_off(t, run, ha, H, d);
-                ra[d] = m[0], ra[d + 1] = l[0];
-            }
-            if (hb < H) {
-                float *rb = part + tca_run_off(t, run, hb, H, d);
-                rb[d] = m[1], rb[d + 1] = l[1];
-            }
-        }
-        return;
+    for (int j = 0; j < 2; j++) {
+        row[j] = hrow[j] >= H ? NULL : part ? part + tca_run_off(t, run, hrow[j], H, d) : o + (t * H + hrow[j]) * d;
+        mul[j] = part ? 1.0f : 1.0f / l[j];
     }
-    const float inv[2] = {1.0f / l[0], 1.0f / l[1]};
 #pragma unroll
     for (int i = 0; i < TCA_OT; i++) {
         if (i >= n_ot)
             break;
         const int ch = dh * half + i * 8 + q4 * 2;
-        if (ha < H) {
-            o[(t * H + ha) * d + ch] = acc[i][0] * inv[0];
-            o[(t * H + ha) * d + ch + 1] = acc[i][1] * inv[0];
-        }
-        if (hb < H) {
-            o[(t * H + hb) * d + ch] = acc[i][2] * inv[1];
-            o[(t * H + hb) * d + ch + 1] = acc[i][3] * inv[1];
-        }
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+            if (row[j])
+                row[j][ch] = acc[i][2 * j] * mul[j], row[j][ch + 1] = acc[i][2 * j + 1] * mul[j];
+    }
+    if (part && dh == 0 && q4 == 0) {
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+            if (row[j])
+                row[j][d] = m[j], row[j][d + 1] = l[j];
     }
 }
 
