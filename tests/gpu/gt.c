@@ -104,6 +104,21 @@ v4_backend *gt_cuda(dtype_t dialect, const char *kv, bool graphs)
     return be;
 }
 
+v4_backend *gt_cuda_env(dtype_t dialect, const char *kv, bool graphs, int n, const char *const env[][2])
+{
+    char *old[GT_MAX_ENV];
+    if (n > GT_MAX_ENV) {
+        gt_fail("gt_cuda_env: %d variables, at most %d", n, GT_MAX_ENV);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        old[i] = gt_swap_env(env[i][0], env[i][1]);
+    v4_backend *be = gt_cuda(dialect, kv, graphs);
+    for (int i = n - 1; i >= 0; i--)
+        gt_restore_env(env[i][0], old[i]);
+    return be;
+}
+
 void gt_close(v4_backend *be)
 {
     if (!be)

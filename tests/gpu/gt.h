@@ -47,6 +47,10 @@ v4_backend *gt_cpu(dtype_t dialect);
 /* The CPU backend rounding its KV state as a GPU backend with `kv` does. */
 v4_backend *gt_cpu_kv(dtype_t dialect, const char *kv);
 v4_backend *gt_cuda(dtype_t dialect, const char *kv, bool graphs);
+/* gt_cuda with n environment variables set while the backend is created
+ * (env[i] = {name, value}; value NULL: unset), then restored. */
+#define GT_MAX_ENV 8
+v4_backend *gt_cuda_env(dtype_t dialect, const char *kv, bool graphs, int n, const char *const env[][2]);
 void gt_close(v4_backend *be);
 
 /* Backend memory. */

@@ -60,18 +60,12 @@ static v4_backend *cuda_mode(dtype_t dialect, bool plain, int blas_min)
 {
     char min[16];
     snprintf(min, sizeof min, "%d", blas_min);
-    char *p = gt_swap_env("V4_CUDA_PLAIN", plain ? "1" : NULL);
-    char *b = gt_swap_env("V4_CUDA_BLAS", blas_min > 0 ? "1" : "0");
-    char *m = gt_swap_env("V4_CUDA_BLAS_MIN_TOKENS", blas_min > 0 ? min : NULL);
-    char *g = gt_swap_env("V4_CUDA_GEMV_MAX_TOKENS", "0");
-    char *f = gt_swap_env("V4_CUDA_BLAS_FP8", "0");
-    v4_backend *be = gt_cuda(dialect, "bf16", true);
-    gt_restore_env("V4_CUDA_BLAS_FP8", f);
-    gt_restore_env("V4_CUDA_PLAIN", p);
-    gt_restore_env("V4_CUDA_BLAS", b);
-    gt_restore_env("V4_CUDA_BLAS_MIN_TOKENS", m);
-    gt_restore_env("V4_CUDA_GEMV_MAX_TOKENS", g);
-    return be;
+    const char *const env[][2] = {{"V4_CUDA_PLAIN", plain ? "1" : NULL},
+                                  {"V4_CUDA_BLAS", blas_min > 0 ? "1" : "0"},
+                                  {"V4_CUDA_BLAS_MIN_TOKENS", blas_min > 0 ? min : NULL},
+                                  {"V4_CUDA_GEMV_MAX_TOKENS", "0"},
+                                  {"V4_CUDA_BLAS_FP8", "0"}};
+    return gt_cuda_env(dialect, "bf16", true, 5, env);
 }
 
 static const char *fmt_name(wfmt_t f, dtype_t d) { return f == WF_MXFP4 ? "MXFP4" : dt_name(d); }

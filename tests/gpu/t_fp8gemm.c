@@ -52,18 +52,12 @@ typedef struct fp8_case {
  * the caller's environment is restored. */
 static v4_backend *blas_backend(bool fp8)
 {
-    char *b = gt_swap_env("V4_CUDA_BLAS", "1");
-    char *m = gt_swap_env("V4_CUDA_BLAS_MIN_TOKENS", "1");
-    char *m8 = gt_swap_env("V4_CUDA_BLAS_FP8_MIN_TOKENS", "1");
-    char *g = gt_swap_env("V4_CUDA_GEMV_MAX_TOKENS", "0");
-    char *f = gt_swap_env("V4_CUDA_BLAS_FP8", fp8 ? "1" : "0");
-    v4_backend *be = gt_cuda(DT_F8_E4M3, "bf16", true);
-    gt_restore_env("V4_CUDA_BLAS", b);
-    gt_restore_env("V4_CUDA_BLAS_MIN_TOKENS", m);
-    gt_restore_env("V4_CUDA_BLAS_FP8_MIN_TOKENS", m8);
-    gt_restore_env("V4_CUDA_GEMV_MAX_TOKENS", g);
-    gt_restore_env("V4_CUDA_BLAS_FP8", f);
-    return be;
+    const char *const env[][2] = {{"V4_CUDA_BLAS", "1"},
+                                  {"V4_CUDA_BLAS_MIN_TOKENS", "1"},
+                                  {"V4_CUDA_BLAS_FP8_MIN_TOKENS", "1"},
+                                  {"V4_CUDA_GEMV_MAX_TOKENS", "0"},
+                                  {"V4_CUDA_BLAS_FP8", fp8 ? "1" : "0"}};
+    return gt_cuda_env(DT_F8_E4M3, "bf16", true, 5, env);
 }
 
 /* x rounded as fp8_quant.cu rounds it: per token and 128 inputs, the

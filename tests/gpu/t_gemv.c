@@ -39,12 +39,8 @@ static v4_backend *gv_backend(dtype_t dialect, bool plain, int gemv)
 {
     char v[16];
     snprintf(v, sizeof v, "%d", gemv);
-    char *p = gt_swap_env("V4_CUDA_PLAIN", plain ? "1" : NULL);
-    char *g = gt_swap_env("V4_CUDA_GEMV_MAX_TOKENS", v);
-    v4_backend *be = gt_cuda(dialect, "bf16", true);
-    gt_restore_env("V4_CUDA_PLAIN", p);
-    gt_restore_env("V4_CUDA_GEMV_MAX_TOKENS", g);
-    return be;
+    const char *const env[][2] = {{"V4_CUDA_PLAIN", plain ? "1" : NULL}, {"V4_CUDA_GEMV_MAX_TOKENS", v}};
+    return gt_cuda_env(dialect, "bf16", true, 2, env);
 }
 
 /* y = W x on `be` for n tokens of x, into a host array. */

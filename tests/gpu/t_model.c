@@ -237,9 +237,8 @@ void test_model_full_dims(void)
     tu_rng r = gt_rng("model_full_dims");
     v4_err err;
     /* the test runs with V4_CUDA_PLAIN=1 (gpu_main); the fast backend is made without it */
-    char *plain = gt_swap_env("V4_CUDA_PLAIN", NULL);
-    v4_backend *fast = gt_cuda(DT_F8_E4M3, "bf16", true);
-    gt_restore_env("V4_CUDA_PLAIN", plain);
+    const char *const no_plain[][2] = {{"V4_CUDA_PLAIN", NULL}};
+    v4_backend *fast = gt_cuda_env(DT_F8_E4M3, "bf16", true, 1, no_plain);
     v4_backend *be[NB] = {gt_cpu(DT_F8_E4M3), gt_cpu_kv(DT_F8_E4M3, "bf16"), gt_cuda(DT_F8_E4M3, "f32", true),
                           gt_cuda(DT_F8_E4M3, "bf16", true), fast};
     v4_model *m[NB] = {NULL};
