@@ -138,27 +138,13 @@ static int env_switch(const char *name, bool *on, v4_err *err)
     return 0;
 }
 
-/* A token count from the environment into *tokens (unset: unchanged). */
-static int env_tokens(const char *name, int *tokens, v4_err *err)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return 0;
-    char *end;
-    const long t = strtol(v, &end, 10);
-    if (*end || t < 1 || t > 1 << 30)
-        return v4_errf(err, "%s='%s': use a positive number of tokens", name, v);
-    *tokens = (int)t;
-    return 0;
-}
-
 extern "C" int cu_blas_init(cu_backend *cb, v4_err *err)
 {
     bool on = true, fp8 = false;
     int min_tokens = BLAS_MIN_TOKENS, fp8_min_tokens = BLAS_FP8_MIN_TOKENS;
     if (env_switch("V4_CUDA_BLAS", &on, err) || env_switch("V4_CUDA_BLAS_FP8", &fp8, err) ||
-        env_tokens("V4_CUDA_BLAS_MIN_TOKENS", &min_tokens, err) ||
-        env_tokens("V4_CUDA_BLAS_FP8_MIN_TOKENS", &fp8_min_tokens, err))
+        cu_env_count("V4_CUDA_BLAS_MIN_TOKENS", 1, 1 << 30, &min_tokens, err) ||
+        cu_env_count("V4_CUDA_BLAS_FP8_MIN_TOKENS", 1, 1 << 30, &fp8_min_tokens, err))
         return -1;
     if (cb->plain || !on)
         return 0;

@@ -44,6 +44,19 @@ void cu_launched(cu_backend *cb, const char *kernel)
     }
 }
 
+int cu_env_count(const char *name, int lo, int hi, int *value, v4_err *err)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    char *end;
+    const long t = strtol(v, &end, 10);
+    if (*end || t < lo || t > hi)
+        return v4_errf(err, "%s='%s': use a number of tokens from %d to %d", name, v, lo, hi);
+    *value = (int)t;
+    return 0;
+}
+
 unsigned cu_grid(int64_t count, int threads)
 {
     int64_t b = (count + threads - 1) / threads;

@@ -112,6 +112,9 @@ float *cu_kv_scale(cu_backend *cb, const void *data);
 /* Device descriptor table of n experts; built outside capture on first use,
  * NULL (failure recorded) when it cannot be. */
 const cu_expert_table *cu_experts(cu_backend *cb, const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, int n);
+/* A token count in [lo, hi] from the environment into *value (unset:
+ * unchanged); -1 with err naming the variable when malformed. */
+int cu_env_count(const char *name, int lo, int hi, int *value, v4_err *err);
 /* Grid size for grid-stride loops over `count` items. */
 unsigned cu_grid(int64_t count, int threads);
 /* dst = src rounded to bf16 (nearest even), count values: the activations

@@ -21,8 +21,6 @@
  * leave the warp through one reduce-scatter over its values and are added
  * over the warps in warp order: a token's result does not depend on the
  * other tokens of the step. */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cuda/cu_device.cuh"
@@ -285,15 +283,9 @@ __global__ __launch_bounds__(GEMV_THREADS) void moe_gemv_down_kernel(float *__re
 
 extern "C" int cu_gemv_init(cu_backend *cb, v4_err *err)
 {
-    const char *env = getenv("V4_CUDA_GEMV_MAX_TOKENS");
     cb->gemv_max_tokens = GEMV_MAX_TOKENS;
-    if (env && *env) {
-        char *end;
-        const long v = strtol(env, &end, 10);
-        if (*end || v < 0 || v > GEMV_MAX_TOKENS)
-            return v4_errf(err, "V4_CUDA_GEMV_MAX_TOKENS='%s': use 0 (off) to %d tokens", env, GEMV_MAX_TOKENS);
-        cb->gemv_max_tokens = (int)v;
-    }
+    if (cu_env_count("V4_CUDA_GEMV_MAX_TOKENS", 0, GEMV_MAX_TOKENS, &cb->gemv_max_tokens, err))
+        return -1;
     if (cb->plain)
         cb->gemv_max_tokens = 0;
     return 0;
