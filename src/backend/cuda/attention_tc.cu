@@ -406,33 +406,13 @@ int cu_attention_tc_init(cu_backend *cb, v4_err *err)
     return 0;
 }
 
-/* The run records of n tokens in cb->att_part, grown outside capture (a
- * bucket's first step runs eagerly before it is captured). */
-static bool split_scratch(cu_backend *cb, int n, int H, int d)
-{
-    const size_t need = (size_t)n * TCA_SPLITS * H * (d + 2);
-    if (need <= cb->att_part_floats)
-        return true;
-    if (cb->capturing) {
-        cu_fail(cb, "attention: split scratch of %zu floats needed during capture", need);
-        return false;
-    }
-    float *p = NULL;
-    if (!cu_check(cb, cudaMalloc((void **)&p, need * sizeof(float)), "cudaMalloc (attention split scratch)"))
-        return false;
-    if (cb->att_part)
-        cu_retire(cb, cb->att_part);
-    cb->att_part = p;
-    cb->att_part_floats = need;
-    return true;
-}
-
 void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
                      const int32_t *sel, const float *sinks, const v4_step *st, const v4_attn_shape *sh)
 {
     const int n = st->n_tokens, H = sh->n_heads, d = sh->head_dim;
     const bool split = n <= TCA_SPLIT_MAX_TOKENS;
-    if (split && !split_scratch(cb, n, H, d))
+    if (split && !cu_grow(cb, (void **)&cb->att_part, &cb->att_part_bytes,
+                          (size_t)n * TCA_SPLITS * H * (d + 2) * sizeof(float), "attention (split keys)"))
         return;
     float *part = split ? cb->att_part : NULL;
     const dim3 grid((unsigned)n, (unsigned)((H + TCA_HEADS - 1) / TCA_HEADS), split ? TCA_SPLITS : 1);

@@ -259,25 +259,6 @@ static blas_weight *weight_entry(cu_backend *cb, cu_blas *b, const v4_mat *w)
     return e;
 }
 
-/* A device buffer of at least `bytes`, grown outside capture; false when
- * it is too small and cannot grow now. */
-static bool ensure_buffer(cu_backend *cb, void **buf, size_t *have, size_t bytes)
-{
-    if (bytes <= *have)
-        return true;
-    if (cb->capturing)
-        return false;
-    cu_retire(cb, *buf);
-    *buf = NULL, *have = 0;
-    if (cudaMalloc(buf, bytes) != cudaSuccess) {
-        cudaGetLastError();
-        *buf = NULL;
-        return false;
-    }
-    *have = bytes;
-    return true;
-}
-
 /* dst = w as bf16 (round to nearest even; exact for FP8 with UE8M0 scales). */
 template <int FMT> __global__ void weight_to_bf16_kernel(uint16_t *__restrict__ dst, cu_wdesc w)
 {
@@ -496,9 +477,9 @@ static bool fp8_linear(cu_backend *cb, cu_blas *b, float *y, const float *x, int
     const int64_t R = w->rows, C = w->cols;
     const int m = (n + 3) / 4 * 4;
     const float *ws = weight_scales(cb, b, w);
-    if (!ws || !ensure_buffer(cb, (void **)&b->xq, &b->xq_bytes, (size_t)m * C) ||
-        !ensure_buffer(cb, (void **)&b->xs, &b->xs_bytes, (size_t)(C / 128) * m * sizeof(float)) ||
-        (m != n && !ensure_buffer(cb, (void **)&b->yp, &b->yp_bytes, (size_t)m * R * sizeof(float))))
+    if (!ws || !cu_grow(cb, (void **)&b->xq, &b->xq_bytes, (size_t)m * C, NULL) ||
+        !cu_grow(cb, (void **)&b->xs, &b->xs_bytes, (size_t)(C / 128) * m * sizeof(float), NULL) ||
+        (m != n && !cu_grow(cb, (void **)&b->yp, &b->yp_bytes, (size_t)m * R * sizeof(float), NULL)))
         return false;
     float *out = m != n ? b->yp : y;
     blas_plan *p = plan_for(cb, b, true, m, R, C, 1, alignment(w->data, C), alignment(out, R * 4), ws, b->xs);
@@ -525,7 +506,7 @@ extern "C" bool cu_blas_linear(cu_backend *cb, float *y, const float *x, int n, 
         return true;
     const int64_t R = w->rows, C = w->cols, per = R / groups;
     const size_t need = (size_t)n * groups * C;
-    if (!ensure_buffer(cb, (void **)&b->xb, &b->xb_bytes, need * 2))
+    if (!cu_grow(cb, (void **)&b->xb, &b->xb_bytes, need * 2, NULL))
         return false;
     const uint16_t *wb = weight_bf16(cb, b, w, fmt);
     if (!wb)

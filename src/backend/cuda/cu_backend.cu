@@ -44,6 +44,29 @@ void cu_launched(cu_backend *cb, const char *kernel)
     }
 }
 
+bool cu_grow(cu_backend *cb, void **buf, size_t *have, size_t bytes, const char *what)
+{
+    if (bytes <= *have)
+        return true;
+    if (cb->capturing) {
+        if (what)
+            cu_fail(cb, "%s: scratch of %zu bytes needed during capture", what, bytes);
+        return false;
+    }
+    void *p = NULL;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        if (what)
+            cu_fail(cb, "%s: cudaMalloc of %zu bytes of scratch: %s", what, bytes, cudaGetErrorString(e));
+        return false;
+    }
+    cu_retire(cb, *buf); /* graphs may still read the old one */
+    *buf = p;
+    *have = bytes;
+    return true;
+}
+
 int cu_env_count(const char *name, int lo, int hi, int *value, v4_err *err)
 {
     const char *v = getenv(name);

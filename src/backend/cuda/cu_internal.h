@@ -82,9 +82,9 @@ typedef struct cu_backend {
     int moe_n_experts; /* from the last moe_route (moe_experts is not told E) */
     cudaEvent_t *marks; /* timer marks, created on first use (profile.cu) */
     float *hc_part;        /* mHC mixing partials, grown outside capture (mhc.cu) */
-    size_t hc_part_floats;
+    size_t hc_part_bytes;
     float *att_part;       /* attention's split-key run records, grown outside capture (attention_tc.cu) */
-    size_t att_part_floats;
+    size_t att_part_bytes;
     int gemv_max_tokens;   /* steps of at most this many tokens take gemv.cu's kernels (0: none) */
     cu_blas *blas;         /* NULL: no cuBLASLt path (plain mode, V4_CUDA_BLAS=0, no library, HIP) */
 } cu_backend;
@@ -112,6 +112,11 @@ float *cu_kv_scale(cu_backend *cb, const void *data);
 /* Device descriptor table of n experts; built outside capture on first use,
  * NULL (failure recorded) when it cannot be. */
 const cu_expert_table *cu_experts(cu_backend *cb, const v4_mat *w1, const v4_mat *w2, const v4_mat *w3, int n);
+/* A device scratch buffer *buf of *have bytes grown to at least `bytes`
+ * (never during capture: a bucket's first step runs eagerly before it is
+ * captured); false when it is too small and cannot grow now, recorded as
+ * the op `what`'s failure unless what is NULL (the caller has another path). */
+bool cu_grow(cu_backend *cb, void **buf, size_t *have, size_t bytes, const char *what);
 /* A token count in [lo, hi] from the environment into *value (unset:
  * unchanged); -1 with err naming the variable when malformed. */
 int cu_env_count(const char *name, int lo, int hi, int *value, v4_err *err);

@@ -272,20 +272,8 @@ static bool hc_shape_ok(cu_backend *cb, const v4_hc_shape *sh, const char *op)
 static int launch_mix(cu_backend *cb, const float *X, const float *fn, int rows, int64_t W, int n, const char *op)
 {
     const int slices = (int)((W + HC_SLICE - 1) / HC_SLICE);
-    const size_t need = (size_t)n * slices * (rows + 1);
-    if (need > cb->hc_part_floats) {
-        if (cb->capturing) {
-            cu_fail(cb, "%s: mixing scratch of %zu floats needed during capture", op, need);
-            return 0;
-        }
-        float *p = NULL;
-        if (!cu_check(cb, cudaMalloc((void **)&p, need * sizeof(float)), "cudaMalloc (mHC scratch)"))
-            return 0;
-        if (cb->hc_part)
-            cu_retire(cb, cb->hc_part);
-        cb->hc_part = p;
-        cb->hc_part_floats = need;
-    }
+    if (!cu_grow(cb, (void **)&cb->hc_part, &cb->hc_part_bytes, (size_t)n * slices * (rows + 1) * sizeof(float), op))
+        return 0;
     const size_t smem = ((size_t)rows + HC_TT) * (HC_SLICE + 1) * sizeof(float);
     if (smem > cb->smem_optin) {
         cu_fail(cb, "%s: %d mixing rows need %zu bytes of shared memory", op, rows, smem);
