@@ -170,45 +170,65 @@ static __device__ __forceinline__ void window_closes(const comp_args &g, comp_ac
     }
 }
 
-/* The stored accumulators of sequence slot `slot` into cur/nxt (reset
- * instead at position 0, where the serial fold resets them), and back. */
-static __device__ __forceinline__ float *acc_base(const comp_args &g, int64_t slot)
+/* A sequence's stored accumulators: cur (which 0) and, with overlap, nxt
+ * (which 1), each KV_ACC_FIELDS x head floats. */
+static __device__ __forceinline__ float *acc_at(const comp_args &g, int64_t slot, int which)
 {
-    return g.acc + slot * (g.overlap ? 2 : 1) * KV_ACC_FIELDS * (int64_t)g.head;
+    return g.acc + (slot * (g.overlap ? 2 : 1) + which) * KV_ACC_FIELDS * (int64_t)g.head;
 }
 
-static __device__ __forceinline__ void acc_load(const comp_args &g, int64_t slot, bool fresh, comp_acc (&cur)[COMP_MAXC],
-                                                comp_acc (&nxt)[COMP_MAXC])
+static __device__ __forceinline__ void acc_clear(comp_acc (&v)[COMP_MAXC])
 {
-    const float *cb = acc_base(g, slot), *nb = cb + KV_ACC_FIELDS * (int64_t)g.head;
+#pragma unroll
+    for (int c = 0; c < COMP_MAXC; c++)
+        acc_reset(v[c]);
+}
+
+static __device__ __forceinline__ void acc_get(const comp_args &g, int64_t slot, int which, comp_acc (&v)[COMP_MAXC])
+{
+    const float *b = acc_at(g, slot, which);
     const int head = g.head;
 #pragma unroll
     for (int c = 0; c < COMP_MAXC; c++) {
         const int ch = threadIdx.x + c * COMP_THREADS;
-        acc_reset(cur[c]);
-        acc_reset(nxt[c]);
-        if (ch < head && !fresh) {
-            cur[c].m = cb[ch], cur[c].s = cb[head + ch], cur[c].a = cb[2 * head + ch];
-            if (g.overlap)
-                nxt[c].m = nb[ch], nxt[c].s = nb[head + ch], nxt[c].a = nb[2 * head + ch];
-        }
+        acc_reset(v[c]);
+        if (ch < head)
+            v[c].m = b[ch], v[c].s = b[head + ch], v[c].a = b[2 * head + ch];
     }
+}
+
+static __device__ __forceinline__ void acc_put(const comp_args &g, int64_t slot, int which, const comp_acc (&v)[COMP_MAXC])
+{
+    float *b = acc_at(g, slot, which);
+    const int head = g.head;
+#pragma unroll
+    for (int c = 0; c < COMP_MAXC; c++) {
+        const int ch = threadIdx.x + c * COMP_THREADS;
+        if (ch < head)
+            b[ch] = v[c].m, b[head + ch] = v[c].s, b[2 * head + ch] = v[c].a;
+    }
+}
+
+/* cur and nxt as stored (nxt stays empty without overlap), or both empty
+ * from position 0 on, where the serial fold resets them. */
+static __device__ __forceinline__ void acc_load(const comp_args &g, int64_t slot, bool fresh,
+                                                comp_acc (&cur)[COMP_MAXC], comp_acc (&nxt)[COMP_MAXC])
+{
+    acc_clear(cur);
+    acc_clear(nxt);
+    if (fresh)
+        return;
+    acc_get(g, slot, 0, cur);
+    if (g.overlap)
+        acc_get(g, slot, 1, nxt);
 }
 
 static __device__ __forceinline__ void acc_store(const comp_args &g, int64_t slot, const comp_acc (&cur)[COMP_MAXC],
                                                  const comp_acc (&nxt)[COMP_MAXC])
 {
-    float *cb = acc_base(g, slot), *nb = cb + KV_ACC_FIELDS * (int64_t)g.head;
-    const int head = g.head;
-#pragma unroll
-    for (int c = 0; c < COMP_MAXC; c++) {
-        const int ch = threadIdx.x + c * COMP_THREADS;
-        if (ch < head) {
-            cb[ch] = cur[c].m, cb[head + ch] = cur[c].s, cb[2 * head + ch] = cur[c].a;
-            if (g.overlap)
-                nb[ch] = nxt[c].m, nb[head + ch] = nxt[c].s, nb[2 * head + ch] = nxt[c].a;
-        }
-    }
+    acc_put(g, slot, 0, cur);
+    if (g.overlap)
+        acc_put(g, slot, 1, nxt);
 }
 
 /* Serial grid: block s folds sequence s's tokens in order. */
@@ -222,8 +242,10 @@ template <int KVT> __global__ __launch_bounds__(COMP_THREADS) void compress_kern
     acc_load(g, slot, false, cur, nxt);
     for (int t = 0; t < ntok; t++) {
         const int64_t p = start + t;
-        if (p == 0)
-            acc_load(g, slot, true, cur, nxt);
+        if (p == 0) {
+            acc_clear(cur);
+            acc_clear(nxt);
+        }
         fold(g, cur, nxt, p, row0 + t, 3);
         if (p % g.ratio != g.ratio - 1)
             continue; /* uniform across the block: every thread sees the same p */
@@ -260,23 +282,19 @@ __global__ __launch_bounds__(COMP_THREADS) void compress_window_kernel(comp_args
     const int64_t w0 = w * ratio, w1 = w0 + ratio; /* the window's positions */
     if (w == first) {
         acc_load(g, slot, start == 0, cur, nxt);
-    } else if (w == first + 1 && g.overlap) {
-        comp_acc was_cur[COMP_MAXC];
-        acc_load(g, slot, start == 0, was_cur, cur); /* the stored nxt: this window's entry so far */
-        for (int64_t p = start; p < w0; p++)
-            fold(g, cur, cur, p, row0 + (p - start), 2);
-#pragma unroll
-        for (int c = 0; c < COMP_MAXC; c++)
-            acc_reset(nxt[c]);
     } else {
-#pragma unroll
-        for (int c = 0; c < COMP_MAXC; c++) {
-            acc_reset(cur[c]);
-            acc_reset(nxt[c]);
-        }
-        if (g.overlap)
-            for (int64_t p = w0 - ratio; p < w0; p++)
+        acc_clear(cur);
+        acc_clear(nxt);
+        if (g.overlap) { /* cur starts as the Ca halves of window w - 1 */
+            int64_t p = w0 - ratio;
+            if (w == first + 1) { /* window first began before this step: its stored nxt so far */
+                if (start > 0)
+                    acc_get(g, slot, 1, cur);
+                p = start;
+            }
+            for (; p < w0; p++)
                 fold(g, cur, cur, p, row0 + (p - start), 2);
+        }
     }
     const int64_t from = w0 > start ? w0 : start, to = w1 < end ? w1 : end;
     for (int64_t p = from; p < to; p++)
