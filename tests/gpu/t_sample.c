@@ -1,7 +1,8 @@
 /* GPU sampling against sample_row_ref (the CPU reference of backend.h's
  * `sample`) on the real vocabulary (129280): greedy with and without tied
  * maxima, temperature alone, top-k, top-p, both, top-k 1, top-p 0, a very
- * low temperature, and rows of tied logits. Bound: the same token in every
+ * low temperature, and rows of tied logits; also on 1001 logits (rows
+ * not 16-byte aligned) and 7 (fewer than the GPU's scan has chunks). Bound: the same token in every
  * row (the GPU sums masses in double in another order; a different outcome
  * needs a draw within ~1e-16 of a boundary). The CPU backend's op must
  * agree with the reference too. */
@@ -13,10 +14,8 @@
 #include "gt.h"
 #include "gt_tests.h"
 
-void test_sample(void)
+static void check_sample(v4_backend *cpu, v4_backend *gpu, tu_rng *r, int64_t V)
 {
-    tu_rng r = gt_rng("sample");
-    const int64_t V = GT.quick ? 1000 : 129280;
     static const v4_sample_params base[] = {
         {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f},
         {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f},
@@ -29,15 +28,12 @@ void test_sample(void)
         {.temperature = 2.0f, .top_k = 3, .top_p = 0.7f},
     };
     const int nb = (int)(sizeof base / sizeof *base), rows = nb * 4;
-    v4_backend *cpu = gt_cpu(DT_F8_E4M3), *gpu = gt_cuda(DT_F8_E4M3, "bf16", true);
-    if (!cpu || !gpu)
-        goto out;
-    float *l = gt_randn(&r, (size_t)rows * V, 3.0f), *scratch = gt_hostf((size_t)(2 * V));
+    float *l = gt_randn(r, (size_t)rows * V, 3.0f), *scratch = gt_hostf((size_t)(2 * V));
     v4_sample_params *p = calloc((size_t)rows, sizeof *p);
     for (int i = 0; i < rows; i++) {
         p[i] = base[i % nb];
-        p[i].seed = tu_next(&r);
-        p[i].step = tu_next(&r) % 100000;
+        p[i].seed = tu_next(r);
+        p[i].step = tu_next(r) % 100000;
         float *row = l + (int64_t)i * V;
         if (i / nb == 1) { /* ties: the maximum three times, and blocks of equal logits */
             const float mx = 12.0f;
@@ -68,7 +64,17 @@ void test_sample(void)
     gt_note("sample: %d rows of %lld compared", rows, (long long)V);
     gt_free(cpu, lc), gt_free(cpu, pc), gt_free(cpu, ic), gt_free(gpu, lg), gt_free(gpu, pg), gt_free(gpu, ig);
     free(l), free(scratch), free(p), free(ref), free(got), free(cpu_got);
-out:
+}
+
+void test_sample(void)
+{
+    tu_rng r = gt_rng("sample");
+    v4_backend *cpu = gt_cpu(DT_F8_E4M3), *gpu = gt_cuda(DT_F8_E4M3, "bf16", true);
+    if (cpu && gpu) {
+        check_sample(cpu, gpu, &r, GT.quick ? 1000 : 129280);
+        check_sample(cpu, gpu, &r, 1001); /* rows not 16-byte aligned: the scan's scalar path */
+        check_sample(cpu, gpu, &r, 7);    /* fewer logits than the scan has chunks */
+    }
     gt_close(cpu);
     gt_close(gpu);
 }

@@ -85,6 +85,8 @@ typedef struct cu_backend {
     size_t hc_part_bytes;
     float *att_part;       /* attention's split-key run records, grown outside capture (attention_tc.cu) */
     size_t att_part_bytes;
+    uint64_t *smp_best;    /* sampling's per-chunk largest logits, grown outside capture (sample.cu) */
+    size_t smp_best_bytes;
     int gemv_max_tokens;   /* steps of at most this many tokens take gemv.cu's kernels (0: none) */
     cu_blas *blas;         /* NULL: no cuBLASLt path (plain mode, V4_CUDA_BLAS=0, no library, HIP) */
 } cu_backend;
