@@ -115,6 +115,8 @@ void test_moe_route(void)
             check_route(cpu, gpu, &r, ns[i], GT.quick ? 16 : 256, GT.quick ? 4 : 6, true);
         }
         check_route(cpu, gpu, &r, 5, 7, 7, false); /* every expert chosen */
+        check_route(cpu, gpu, &r, 3, 64, 40, false); /* more choices than a warp has lanes */
+        check_route(cpu, gpu, &r, 3, 64, 40, true);
     }
     gt_close(cpu);
     gt_close(gpu);

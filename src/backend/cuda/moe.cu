@@ -42,14 +42,21 @@ static __device__ __forceinline__ float sqrt_softplus(float x)
 }
 
 #define ROUTE_WARPS 4
+#define ROUTE_PER (V4_MAX_EXPERTS / GPU_WARP) /* experts a lane scores */
+static_assert(ROUTE_PER <= 32, "a lane's taken experts are the bits of one word");
+static_assert(V4_MAX_ACTIVE <= 2 * GPU_WARP, "a lane forms at most two of a token's weights");
 
+/* One warp per token. Every load is issued before its value is needed, so
+ * a token costs a few round trips to memory: with one load per loop
+ * iteration (each expert's score again in each of the k passes, the hash
+ * table's entries one after the other, then each chosen weight) one token
+ * took 6-8 us on an H100, four layers' worth per decode step. */
 __global__ __launch_bounds__(ROUTE_WARPS * GPU_WARP) void moe_route_kernel(int32_t *ids, float *w, const float *logits,
                                                                      const float *bias, const void *tid2eid,
                                                                      int tid_i64, int64_t tid_cols,
                                                                      const int32_t *tok_id, int n, int E, int k,
                                                                      float route_scale)
 {
-    __shared__ uint32_t taken[ROUTE_WARPS][V4_MAX_EXPERTS / 32];
     __shared__ int32_t chosen[ROUTE_WARPS][V4_MAX_ACTIVE];
     const int lane = gpu_lane(), warp = gpu_warp_id();
     const int64_t t = (int64_t)blockIdx.x * ROUTE_WARPS + warp;
@@ -58,18 +65,22 @@ __global__ __launch_bounds__(ROUTE_WARPS * GPU_WARP) void moe_route_kernel(int32
     const float *l = logits + t * E;
     int32_t *id = chosen[warp];
     if (bias) {
-        for (int i = lane; i < V4_MAX_EXPERTS / 32; i += GPU_WARP)
-            taken[warp][i] = 0;
-        gpu_syncwarp();
+        /* lane l scores experts l, l + GPU_WARP, ... once, into registers */
+        float sv[ROUTE_PER];
+#pragma unroll
+        for (int i = 0; i < ROUTE_PER; i++) {
+            const int e = lane + i * GPU_WARP;
+            sv[i] = e < E ? sqrt_softplus(l[e]) + bias[e] : 0.0f;
+        }
+        uint32_t taken = 0; /* bit i: expert lane + i * GPU_WARP is chosen */
         for (int j = 0; j < k; j++) {
             float bv = -INFINITY;
             int be = -1;
-            for (int e = lane; e < E; e += GPU_WARP) {
-                if (taken[warp][e >> 5] & (1u << (e & 31)))
-                    continue;
-                const float v = sqrt_softplus(l[e]) + bias[e];
-                if (be < 0 || v > bv) /* lanes scan ascending ids: the first max wins */
-                    bv = v, be = e;
+#pragma unroll
+            for (int i = 0; i < ROUTE_PER; i++) {
+                const int e = lane + i * GPU_WARP;
+                if (e < E && !((taken >> i) & 1u) && (be < 0 || sv[i] > bv)) /* ascending ids: the first max wins */
+                    bv = sv[i], be = e;
             }
 #pragma unroll
             for (int o = GPU_WARP / 2; o > 0; o >>= 1) {
@@ -78,30 +89,30 @@ __global__ __launch_bounds__(ROUTE_WARPS * GPU_WARP) void moe_route_kernel(int32
                 if (oe >= 0 && (be < 0 || ov > bv || (ov == bv && oe < be)))
                     bv = ov, be = oe;
             }
-            gpu_syncwarp(); /* every lane has read `taken` */
-            if (lane == 0) {
+            if (be % GPU_WARP == lane) /* be >= 0: k <= E */
+                taken |= 1u << (be / GPU_WARP);
+            if (lane == 0)
                 id[j] = be;
-                taken[warp][be >> 5] |= 1u << (be & 31);
-            }
-            gpu_syncwarp();
         }
-    } else if (lane == 0) {
+    } else {
         const int64_t tok = tok_id[t];
-        for (int j = 0; j < k; j++) {
-            int64_t e = tid_i64 ? ((const int64_t *)tid2eid)[tok * tid_cols + j]
-                                : ((const int32_t *)tid2eid)[tok * tid_cols + j];
+        for (int j = lane; j < k; j += GPU_WARP) {
+            const int64_t e = tid_i64 ? ((const int64_t *)tid2eid)[tok * tid_cols + j]
+                                      : ((const int32_t *)tid2eid)[tok * tid_cols + j];
             id[j] = e < 0 || e >= E ? 0 : (int32_t)e; /* validated at load; never read out of bounds */
         }
     }
     gpu_syncwarp();
-    if (lane == 0) {
-        float wt[V4_MAX_ACTIVE], sum = 0;
-        for (int j = 0; j < k; j++)
-            sum += (wt[j] = sqrt_softplus(l[id[j]]));
-        for (int j = 0; j < k; j++) {
-            ids[t * k + j] = id[j];
-            w[t * k + j] = wt[j] / (sum + 1e-20f) * route_scale;
-        }
+    /* lane l forms choices l and l + GPU_WARP; every lane adds them in
+     * choice order, as the CPU reference does */
+    const float wt0 = lane < k ? sqrt_softplus(l[id[lane]]) : 0.0f;
+    const float wt1 = lane + GPU_WARP < k ? sqrt_softplus(l[id[lane + GPU_WARP]]) : 0.0f;
+    float sum = 0;
+    for (int j = 0; j < k; j++)
+        sum += gpu_shfl(j < GPU_WARP ? wt0 : wt1, j % GPU_WARP);
+    for (int j = lane; j < k; j += GPU_WARP) {
+        ids[t * k + j] = id[j];
+        w[t * k + j] = (j < GPU_WARP ? wt0 : wt1) / (sum + 1e-20f) * route_scale;
     }
 }
 
