@@ -11,6 +11,12 @@
 #      environment (e.g. AB="V4_CUDA_GEMV_MAX_TOKENS=0": the matrix-vector
 #      path off), so one change is measured against its absence
 #   6. with CHUNK=N set, the 8192-token prefill in chunks of N
+#   7. with NCU=1, every kernel's duration in a short single-stream run
+#      (Nsight Compute, gpu__time_duration; kernels serialised, so gaps
+#      between kernels are not in it): ncu.csv, to set against the step time
+#   8. with NCU_DETAIL=REGEX, Nsight Compute's throughput, occupancy and
+#      warp-stall sections for NCU_COUNT (default 8) kernels matching REGEX
+#      after skipping NCU_SKIP of them, in the same run: ncu-detail.txt
 # Everything is written under /tmp/session and packed into $OUT/session.tgz:
 # the device tool returns a limited number of files, and a call that times
 # out still returns what $OUT holds, so the summary is copied there after
@@ -60,4 +66,27 @@ fi
 if [ -n "${CHUNK:-}" ]; then
     echo "== prefill in chunks of $CHUNK"
     PREFILL_ARGS="--prefill-len 8192 --prefill-chunk $CHUNK" single_stream chunk build-cuda/v4serve
+fi
+NCU_BIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+# ncu_single ARGS...: ncu on a short single-stream run (two decode steps)
+ncu_single() {
+    V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} timeout 300 "$NCU_BIN" --clock-control none --cache-control none "$@" \
+        build-cuda/v4serve bench --backend cuda --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency 1 \
+        --input-len 1024 --output-len 2 --prefill-len 0
+}
+if [ "${NCU:-0}" = 1 ]; then
+    echo "== kernel durations (ncu)"
+    ncu_single --metrics gpu__time_duration.sum --csv --print-units base >"$S/ncu.csv" 2>"$S/ncu.err"
+    echo "ncu rc=$? $(wc -l <"$S/ncu.csv") lines"
+    tail -3 "$S/ncu.err"
+    snap
+fi
+if [ -n "${NCU_DETAIL:-}" ]; then
+    echo "== ncu sections for $NCU_DETAIL"
+    ncu_single -k "regex:$NCU_DETAIL" --launch-skip "${NCU_SKIP:-0}" --launch-count "${NCU_COUNT:-8}" \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section MemoryWorkloadAnalysis >"$S/ncu-detail.txt" 2>"$S/ncu-detail.err"
+    echo "ncu rc=$? $(wc -l <"$S/ncu-detail.txt") lines"
+    tail -3 "$S/ncu-detail.err"
+    snap
 fi
