@@ -346,9 +346,32 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
 /* o[t][h] from the token's runs, merged in run order: the largest running
  * max M, weights exp(m_r - M) (0 for a run that saw no valid key), output
  * sum_r w_r acc_r / sum_r w_r l_r. Grid (tokens, heads). */
-__global__ __launch_bounds__(128) void attention_combine_kernel(float *__restrict__ o,
-                                                                const float *__restrict__ part, v4_step st, int H,
-                                                                int d, int window, int kind, int ratio, int topk)
+#define TCA_COMBINE_THREADS 128
+#define TCA_COMBINE_CH 4 /* channels a thread of the combine takes at once */
+static_assert(TCA_SPLITS <= 32, "one lane per run in the combine");
+
+/* The records of channels c0, c0 + blockDim.x, ... (TCA_COMBINE_CH of them)
+ * of every run, all loads in flight together. */
+static __device__ __forceinline__ void tca_combine_load(float (&rv)[TCA_COMBINE_CH][TCA_SPLITS], const float *rec0,
+                                                        int64_t stride, int runs, int c0, int d)
+{
+#pragma unroll
+    for (int c = 0; c < TCA_COMBINE_CH; c++)
+#pragma unroll
+        for (int r = 0; r < TCA_SPLITS; r++) {
+            const int ch = c0 + c * TCA_COMBINE_THREADS;
+            rv[c][r] = r < runs && ch < d ? rec0[r * stride + ch] : 0.0f;
+        }
+}
+
+/* o = the runs' outputs merged in run order: grid (tokens, heads). Every
+ * load is issued before its value is needed (one thread walking the runs'
+ * maxima and sums, then each channel's runs one by one, took 8 us a layer
+ * at one token on an H100). */
+__global__ __launch_bounds__(TCA_COMBINE_THREADS) void attention_combine_kernel(float *__restrict__ o,
+                                                                                const float *__restrict__ part,
+                                                                                v4_step st, int H, int d, int window,
+                                                                                int kind, int ratio, int topk)
 {
     __shared__ float w[TCA_SPLITS];
     __shared__ float inv_l;
@@ -358,23 +381,40 @@ __global__ __launch_bounds__(128) void attention_combine_kernel(float *__restric
     const int runs = tca_split_of(tk.total).runs;
     const float *rec0 = part + tca_run_off(t, 0, h, H, d);
     const int64_t stride = (int64_t)H * (d + 2); /* between runs */
-    if (threadIdx.x == 0) {
-        float M = -INFINITY, L = 0.0f;
-        for (int r = 0; r < runs; r++)
-            M = fmaxf(M, rec0[r * stride + d]);
-        for (int r = 0; r < runs; r++) {
-            const float mr = rec0[r * stride + d];
-            w[r] = mr == -INFINITY ? 0.0f : expf(mr - M);
-            L += w[r] * rec0[r * stride + d + 1];
-        }
-        inv_l = 1.0f / L;
+    float rv[TCA_COMBINE_CH][TCA_SPLITS];
+    tca_combine_load(rv, rec0, stride, runs, threadIdx.x, d);
+    if (threadIdx.x < 32) { /* lane r: run r's max and sum */
+        const int lane = threadIdx.x;
+        const float mr = lane < runs ? rec0[lane * stride + d] : -INFINITY;
+        const float lr = lane < runs ? rec0[lane * stride + d + 1] : 0.0f;
+        float M = mr;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+            M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+        const float wr = mr == -INFINITY ? 0.0f : expf(mr - M);
+        if (lane < runs)
+            w[lane] = wr;
+        float L = 0.0f;
+        for (int r = 0; r < runs; r++) /* in run order */
+            L += __shfl_sync(0xffffffffu, wr, r) * __shfl_sync(0xffffffffu, lr, r);
+        if (lane == 0)
+            inv_l = 1.0f / L;
     }
     __syncthreads();
-    for (int ch = threadIdx.x; ch < d; ch += blockDim.x) {
-        float v = 0.0f;
-        for (int r = 0; r < runs; r++)
-            v = fmaf(w[r], rec0[r * stride + ch], v);
-        o[(t * H + h) * d + ch] = v * inv_l;
+    for (int c0 = threadIdx.x; c0 < d; c0 += TCA_COMBINE_CH * TCA_COMBINE_THREADS) {
+        if (c0 != (int)threadIdx.x)
+            tca_combine_load(rv, rec0, stride, runs, c0, d);
+#pragma unroll
+        for (int c = 0; c < TCA_COMBINE_CH; c++) {
+            const int ch = c0 + c * TCA_COMBINE_THREADS;
+            float v = 0.0f;
+#pragma unroll
+            for (int r = 0; r < TCA_SPLITS; r++)
+                if (r < runs)
+                    v = fmaf(w[r], rv[c][r], v);
+            if (ch < d)
+                o[(t * H + h) * d + ch] = v * inv_l;
+        }
     }
 }
 
@@ -428,7 +468,7 @@ void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, 
     cu_launched(cb, "attention_tc");
     if (!split)
         return;
-    attention_combine_kernel<<<dim3((unsigned)n, (unsigned)H), 128, 0, cb->stream>>>(
+    attention_combine_kernel<<<dim3((unsigned)n, (unsigned)H), TCA_COMBINE_THREADS, 0, cb->stream>>>(
         o, part, *st, H, d, sh->window, (int)sh->kind, sh->ratio, sh->topk);
     cu_launched(cb, "attention_combine");
 }
