@@ -53,7 +53,9 @@ void test_rmsnorm(void)
     v4_backend *cpu, *gpu;
     if (both(&cpu, &gpu)) {
         check_rmsnorm(cpu, gpu, &r, 3, 300, true, false);
-        check_rmsnorm(cpu, gpu, &r, 1, 37, false, true);
+        check_rmsnorm(cpu, gpu, &r, 1, 37, false, true);     /* not whole float4s: the plain kernel */
+        check_rmsnorm(cpu, gpu, &r, 2, 16384, true, true);   /* the vector kernel's widest rows */
+        check_rmsnorm(cpu, gpu, &r, 1, 16388, true, false);  /* one float4 past them: the plain kernel */
         if (!GT.quick) {
             check_rmsnorm(cpu, gpu, &r, 37, 4096, true, true);
             check_rmsnorm(cpu, gpu, &r, 37 * 64, 512, false, true);
@@ -180,8 +182,11 @@ void test_mhc(void)
     if (both(&cpu, &gpu)) {
         check_mhc(cpu, gpu, &r, 3, 4, 300);
         check_mhc(cpu, gpu, &r, 2, 3, 37);
+        check_mhc(cpu, gpu, &r, 4, 4, 1024); /* the most tokens of hc_mix_small_kernel */
         if (!GT.quick) {
             check_mhc(cpu, gpu, &r, 1, 4, 4096);
+            check_mhc(cpu, gpu, &r, 2, 4, 4096);
+            check_mhc(cpu, gpu, &r, 5, 4, 4096); /* one past it */
             check_mhc(cpu, gpu, &r, 37, 4, 4096);
             check_mhc(cpu, gpu, &r, 129, 4, 4096);
         }
