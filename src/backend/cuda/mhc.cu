@@ -10,7 +10,9 @@
  * adds a token's partials (a warp per row, in double), forms pre, post and
  * the Sinkhorn-normalised comb exactly as the CPU reference (one lane per
  * matrix element, every sum taken in the CPU's order), and writes
- * x = sum_s pre[s] X[s]. In small steps a token's collapse is shared by
+ * x = sum_s pre[s] X[s]. Steps of a few tokens (decode) form the partials
+ * with hc_mix_small_kernel instead, from registers rather than shared
+ * memory. In small steps a token's collapse is shared by
  * HC_SPLIT blocks, each of which forms the same mixing values (the same
  * operations, so the same bits) and writes its share of the D channels:
  * one block per token would leave decode's 4096 channels to one SM.
@@ -27,6 +29,11 @@ static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f
 #define HC_TT 8       /* tokens per block of the mixing product */
 #define HC_MAXROWS ((2 + HC_MAXS) * HC_MAXS)
 #define HC_SPLIT 16            /* blocks sharing a token's collapse in small steps */
+#define HC_WARPS (HC_THREADS / GPU_WARP)
+#define HC_WARP_NS 5           /* most streams of sinkhorn_warp: ns * ns <= 32 lanes */
+#define HC_RPW 4               /* mixing rows a warp takes at a time (loads in flight together) */
+#define HC_SMALL_MAX_TOKENS 4  /* steps of at most this many tokens take hc_mix_small_kernel */
+#define HC_V (HC_SLICE / (4 * GPU_WARP)) /* float4s of a slice's row per lane there */
 #define HC_SPLIT_MAX_TOKENS 64 /* steps of more tokens fill the GPU with one block each */
 
 /* part[t][slice][0..rows) = partial fn[r] . X_t over the slice's columns,
@@ -70,24 +77,90 @@ __global__ __launch_bounds__(HC_THREADS) void hc_mix_kernel(float *__restrict__ 
     }
 }
 
+/* The partials of hc_mix_kernel, same layout, for steps of at most
+ * HC_SMALL_MAX_TOKENS tokens (W a multiple of HC_SLICE, X and fn 16-byte
+ * aligned), straight from global memory: lane l holds HC_V float4s of the
+ * slice (columns 4l.. of each 4 * GPU_WARP) of every token's state and of
+ * HC_RPW rows of fn, loaded together, and each (row, token) product is a
+ * warp sum. hc_mix_kernel's staging (the slice of fn through shared memory,
+ * then one thread per (row, token) walking 256 columns) took 7 us at one
+ * token on an H100, eight times a decode step. grid: slices. */
+__global__ __launch_bounds__(HC_THREADS) void hc_mix_small_kernel(float *__restrict__ part, const float *__restrict__ X,
+                                                                  const float *__restrict__ fn, int rows, int64_t W,
+                                                                  int n)
+{
+    const int lane = gpu_lane(), warp = gpu_warp_id(), n_slices = gridDim.x;
+    const int64_t c0 = (int64_t)blockIdx.x * HC_SLICE + 4 * lane;
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 xv[HC_SMALL_MAX_TOKENS][HC_V];
+#pragma unroll
+    for (int t = 0; t < HC_SMALL_MAX_TOKENS; t++)
+#pragma unroll
+        for (int h = 0; h < HC_V; h++)
+            xv[t][h] = t < n ? *(const float4 *)(X + t * W + c0 + h * 4 * GPU_WARP) : zero;
+    for (int r0 = warp; r0 <= rows; r0 += HC_RPW * HC_WARPS) {
+        float4 fv[HC_RPW][HC_V];
+#pragma unroll
+        for (int k = 0; k < HC_RPW; k++)
+#pragma unroll
+            for (int h = 0; h < HC_V; h++)
+                fv[k][h] = r0 + k * HC_WARPS < rows
+                               ? *(const float4 *)(fn + (int64_t)(r0 + k * HC_WARPS) * W + c0 + h * 4 * GPU_WARP)
+                               : zero;
+#pragma unroll
+        for (int k = 0; k < HC_RPW; k++) {
+            const int r = r0 + k * HC_WARPS; /* r == rows: the sum of squares */
+            if (r > rows)
+                break;
+#pragma unroll
+            for (int t = 0; t < HC_SMALL_MAX_TOKENS; t++) {
+                if (t >= n)
+                    break;
+                float s = 0.0f;
+#pragma unroll
+                for (int h = 0; h < HC_V; h++) {
+                    const float4 a = r < rows ? fv[k][h] : xv[t][h], b = xv[t][h];
+                    s = fmaf(a.x, b.x, fmaf(a.y, b.y, fmaf(a.z, b.z, fmaf(a.w, b.w, s))));
+                }
+                s = warp_sum(s);
+                if (lane == 0)
+                    part[((int64_t)t * n_slices + blockIdx.x) * (rows + 1) + r] = s;
+            }
+        }
+    }
+}
+
 /* mix[0..rows) = fn[j] . (X_t / rms(X_t)) from the partials, into shared
  * memory: warp w adds rows w, w + warps, ... (the sum of squares is row
- * `rows`), lane l slices l, l + GPU_WARP, ..., in double. */
+ * `rows`), HC_RPW rows at a time so that their loads overlap, lane l slices
+ * l, l + GPU_WARP, ..., in double. */
 static __device__ void hc_mix_sum(const float *__restrict__ part, int n_slices, int rows, int64_t W, float eps,
                                   float *mix)
 {
     __shared__ double ss_sh;
     const int lane = gpu_lane(), warp = gpu_warp_id();
-    for (int r = warp; r <= rows; r += HC_THREADS / GPU_WARP) {
-        double v = 0;
-        for (int sl = lane; sl < n_slices; sl += GPU_WARP)
-            v += part[(int64_t)sl * (rows + 1) + r];
-        v = warp_sum_d(v);
-        if (lane == 0) {
-            if (r < rows)
-                mix[r] = (float)v;
-            else
-                ss_sh = v;
+    for (int r0 = warp; r0 <= rows; r0 += HC_RPW * HC_WARPS) {
+        double v[HC_RPW];
+#pragma unroll
+        for (int k = 0; k < HC_RPW; k++)
+            v[k] = 0;
+        for (int sl = lane; sl < n_slices; sl += GPU_WARP) /* the HC_RPW rows' loads together */
+#pragma unroll
+            for (int k = 0; k < HC_RPW; k++)
+                if (r0 + k * HC_WARPS <= rows)
+                    v[k] += part[(int64_t)sl * (rows + 1) + r0 + k * HC_WARPS];
+#pragma unroll
+        for (int k = 0; k < HC_RPW; k++) {
+            const int r = r0 + k * HC_WARPS;
+            if (r > rows)
+                break;
+            const double t = warp_sum_d(v[k]);
+            if (lane == 0) {
+                if (r < rows)
+                    mix[r] = (float)t;
+                else
+                    ss_sh = t;
+            }
         }
     }
     __syncthreads();
@@ -129,7 +202,7 @@ static __device__ void sinkhorn(float *C, int ns, int iters, float hc_eps)
     }
 }
 
-/* sinkhorn() with one lane per element, for ns * ns <= GPU_WARP (the
+/* sinkhorn() with one lane per element, for ns <= HC_WARP_NS (the
  * model's 4 streams): the same operations in the same order (each lane
  * gathers its row's or column's values and adds them as the CPU loop does),
  * in a few hundred cycles instead of one thread's thousands. Every lane of
@@ -140,37 +213,71 @@ static __device__ void sinkhorn_warp(float *C, int ns, int iters, float hc_eps)
     const bool own = lane < ns * ns;
     const int i = own ? lane / ns : 0, j = own ? lane % ns : 0;
     float c = own ? C[lane] : 0.0f, mx = -INFINITY, s = 0;
-    for (int jj = 0; jj < ns; jj++)
-        mx = fmaxf(mx, gpu_shfl(c, i * ns + jj));
+    /* loops over HC_WARP_NS with a bound check, unrolled: a row's or
+     * column's shuffles issue together instead of one per loop trip */
+#pragma unroll
+    for (int jj = 0; jj < HC_WARP_NS; jj++)
+        if (jj < ns)
+            mx = fmaxf(mx, gpu_shfl(c, i * ns + jj));
     const float e = expf(c - mx);
-    for (int jj = 0; jj < ns; jj++)
-        s += gpu_shfl(e, i * ns + jj);
+#pragma unroll
+    for (int jj = 0; jj < HC_WARP_NS; jj++)
+        if (jj < ns)
+            s += gpu_shfl(e, i * ns + jj);
     c = e / s + hc_eps;
     for (int it = 0; it < iters; it++) {
         if (it > 0) {
             float rs = 0;
-            for (int jj = 0; jj < ns; jj++)
-                rs += gpu_shfl(c, i * ns + jj);
+#pragma unroll
+            for (int jj = 0; jj < HC_WARP_NS; jj++)
+                if (jj < ns)
+                    rs += gpu_shfl(c, i * ns + jj);
             c /= rs + hc_eps;
         }
         float cs = 0;
-        for (int ii = 0; ii < ns; ii++)
-            cs += gpu_shfl(c, ii * ns + j);
+#pragma unroll
+        for (int ii = 0; ii < HC_WARP_NS; ii++)
+            if (ii < ns)
+                cs += gpu_shfl(c, ii * ns + j);
         c /= cs + hc_eps;
     }
     if (own)
         C[lane] = c;
 }
 
-/* x[t] = sum_s pre[s] X_t[s] with pre in shared memory, over this block's
- * share of the channels (blockIdx.y of gridDim.y). */
-static __device__ void hc_collapse(float *__restrict__ x, const float *__restrict__ Xt, const float *pre, int ns,
-                                   int64_t D)
+/* This thread's first channel (i0 = its index in the block's share of the
+ * channels) of every stream of X_t, loaded before the mixing values exist
+ * (they do not depend on them) so that the loads overlap their sum. */
+static __device__ __forceinline__ void hc_first_channel(float (&x0)[HC_MAXS], const float *__restrict__ Xt, int ns,
+                                                        int64_t D)
 {
-    for (int64_t i = blockIdx.y * (int64_t)HC_THREADS + threadIdx.x; i < D; i += (int64_t)gridDim.y * HC_THREADS) {
+    const int64_t i0 = blockIdx.y * (int64_t)HC_THREADS + threadIdx.x;
+#pragma unroll
+    for (int s = 0; s < HC_MAXS; s++)
+        x0[s] = s < ns && i0 < D ? Xt[s * D + i0] : 0.0f;
+}
+
+/* x[t] = sum_s pre[s] X_t[s] with pre in shared memory, over this block's
+ * share of the channels (blockIdx.y of gridDim.y); the first channel from
+ * x0 (hc_first_channel). */
+static __device__ void hc_collapse(float *__restrict__ x, const float *__restrict__ Xt, const float *pre, int ns,
+                                   int64_t D, const float (&x0)[HC_MAXS])
+{
+    const int64_t i0 = blockIdx.y * (int64_t)HC_THREADS + threadIdx.x;
+    if (i0 < D) {
         float v = 0;
-        for (int s = 0; s < ns; s++)
-            v += pre[s] * Xt[s * D + i];
+#pragma unroll
+        for (int s = 0; s < HC_MAXS; s++)
+            if (s < ns)
+                v += pre[s] * x0[s];
+        x[i0] = v;
+    }
+    for (int64_t i = i0 + (int64_t)gridDim.y * HC_THREADS; i < D; i += (int64_t)gridDim.y * HC_THREADS) {
+        float v = 0;
+#pragma unroll /* the streams' loads together */
+        for (int s = 0; s < HC_MAXS; s++)
+            if (s < ns)
+                v += pre[s] * Xt[s * D + i];
         x[i] = v;
     }
 }
@@ -182,22 +289,34 @@ __global__ __launch_bounds__(HC_THREADS) void hc_pre_kernel(float *x, float *pos
 {
     __shared__ float mix[HC_MAXROWS], pre[HC_MAXS];
     const int64_t t = blockIdx.x;
-    const int rows = (2 + ns) * ns;
+    const int rows = (2 + ns) * ns, lane = gpu_lane();
+    const bool lead = gpu_warp_id() == 0; /* the warp that forms pre, post and comb */
     const float *Xt = X + t * ns * D;
+    /* everything that does not depend on the mixing values is loaded
+     * before their sum: warp 0's coefficients and the first channels */
+    float sc[3] = {0.0f, 0.0f, 0.0f}, b_pre = 0.0f, b_post = 0.0f, b_comb = 0.0f;
+    if (lead) {
+        sc[0] = scale[0], sc[1] = scale[1], sc[2] = scale[2];
+        if (lane < ns)
+            b_pre = base[lane], b_post = base[ns + lane];
+        if (lane < ns * ns)
+            b_comb = base[2 * ns + lane];
+    }
+    float x0[HC_MAXS];
+    hc_first_channel(x0, Xt, ns, D);
     hc_mix_sum(part + t * n_slices * (rows + 1), n_slices, rows, ns * D, eps, mix);
-    if (gpu_warp_id() == 0) {
-        const int lane = gpu_lane();
+    if (lead) {
         const bool first = blockIdx.y == 0; /* one block of the token writes post and comb */
         if (lane < ns) {
-            pre[lane] = sigmoidf_(mix[lane] * scale[0] + base[lane]) + hc_eps;
+            pre[lane] = sigmoidf_(mix[lane] * sc[0] + b_pre) + hc_eps;
             if (first)
-                post[t * ns + lane] = 2.0f * sigmoidf_(mix[ns + lane] * scale[1] + base[ns + lane]);
+                post[t * ns + lane] = 2.0f * sigmoidf_(mix[ns + lane] * sc[1] + b_post);
         }
         float *C = mix + 2 * ns; /* in place: mix is not needed afterwards */
         for (int i = lane; i < ns * ns; i += GPU_WARP)
-            C[i] = C[i] * scale[2] + base[2 * ns + i];
+            C[i] = C[i] * sc[2] + (i == lane ? b_comb : base[2 * ns + i]);
         gpu_syncwarp();
-        if (ns * ns <= GPU_WARP)
+        if (ns <= HC_WARP_NS)
             sinkhorn_warp(C, ns, iters, hc_eps);
         else if (lane == 0)
             sinkhorn(C, ns, iters, hc_eps);
@@ -207,7 +326,7 @@ __global__ __launch_bounds__(HC_THREADS) void hc_pre_kernel(float *x, float *pos
                 comb[t * ns * ns + i] = C[i];
     }
     __syncthreads();
-    hc_collapse(x + t * D, Xt, pre, ns, D);
+    hc_collapse(x + t * D, Xt, pre, ns, D, x0);
 }
 
 __global__ __launch_bounds__(HC_THREADS) void hc_head_kernel(float *x, const float *X, const float *part,
@@ -217,11 +336,13 @@ __global__ __launch_bounds__(HC_THREADS) void hc_head_kernel(float *x, const flo
     __shared__ float mix[HC_MAXS], pre[HC_MAXS];
     const int64_t t = blockIdx.x;
     const float *Xt = X + t * ns * D;
+    float x0[HC_MAXS];
+    hc_first_channel(x0, Xt, ns, D);
     hc_mix_sum(part + t * n_slices * (ns + 1), n_slices, ns, ns * D, eps, mix);
     for (int s = threadIdx.x; s < ns; s += HC_THREADS)
         pre[s] = sigmoidf_(mix[s] * scale[0] + base[s]) + hc_eps;
     __syncthreads();
-    hc_collapse(x + t * D, Xt, pre, ns, D);
+    hc_collapse(x + t * D, Xt, pre, ns, D, x0);
 }
 
 /* X'[s] = post[s] * y + sum_j comb[j][s] X[j]; grid (tokens, channel blocks). */
@@ -230,20 +351,21 @@ __global__ void hc_post_kernel(float *X, const float *__restrict__ y, const floa
 {
     __shared__ float P[HC_MAXS], Cm[HC_MAXS * HC_MAXS];
     const int64_t t = blockIdx.x;
-    for (int i = threadIdx.x; i < ns * ns; i += blockDim.x)
-        Cm[i] = comb[t * ns * ns + i];
-    for (int i = threadIdx.x; i < ns; i += blockDim.x)
-        P[i] = post[t * ns + i];
-    __syncthreads();
     const int64_t i = blockIdx.y * (int64_t)blockDim.x + threadIdx.x;
-    if (i >= D)
-        return;
     float *Xt = X + t * ns * D;
-    const float yv = y[t * D + i];
+    /* the channel's values first: their loads overlap the coefficients' */
+    const float yv = i < D ? y[t * D + i] : 0.0f;
     float old[HC_MAXS];
 #pragma unroll
     for (int j = 0; j < HC_MAXS; j++)
-        old[j] = j < ns ? Xt[j * D + i] : 0.0f;
+        old[j] = j < ns && i < D ? Xt[j * D + i] : 0.0f;
+    for (int k = threadIdx.x; k < ns * ns; k += blockDim.x)
+        Cm[k] = comb[t * ns * ns + k];
+    for (int k = threadIdx.x; k < ns; k += blockDim.x)
+        P[k] = post[t * ns + k];
+    __syncthreads();
+    if (i >= D)
+        return;
 #pragma unroll
     for (int s = 0; s < HC_MAXS; s++) {
         if (s >= ns)
@@ -274,6 +396,11 @@ static int launch_mix(cu_backend *cb, const float *X, const float *fn, int rows,
     const int slices = (int)((W + HC_SLICE - 1) / HC_SLICE);
     if (!cu_grow(cb, (void **)&cb->hc_part, &cb->hc_part_bytes, (size_t)n * slices * (rows + 1) * sizeof(float), op))
         return 0;
+    if (n <= HC_SMALL_MAX_TOKENS && W % HC_SLICE == 0 && ((uintptr_t)X | (uintptr_t)fn) % 16 == 0) {
+        hc_mix_small_kernel<<<slices, HC_THREADS, 0, cb->stream>>>(cb->hc_part, X, fn, rows, W, n);
+        cu_launched(cb, "hc_mix_small");
+        return slices;
+    }
     const size_t smem = ((size_t)rows + HC_TT) * (HC_SLICE + 1) * sizeof(float);
     if (smem > cb->smem_optin) {
         cu_fail(cb, "%s: %d mixing rows need %zu bytes of shared memory", op, rows, smem);
