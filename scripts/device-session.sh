@@ -17,6 +17,7 @@
 #   8. with NCU_DETAIL=REGEX, Nsight Compute's throughput, occupancy and
 #      warp-stall sections for NCU_COUNT (default 8) kernels matching REGEX
 #      after skipping NCU_SKIP of them, in the same run: ncu-detail.txt
+#      (NCU_EXTRA: more ncu arguments, e.g. "--section SourceCounters")
 # Everything is written under /tmp/session and packed into $OUT/session.tgz:
 # the device tool returns a limited number of files, and a call that times
 # out still returns what $OUT holds, so the summary is copied there after
@@ -85,7 +86,7 @@ if [ -n "${NCU_DETAIL:-}" ]; then
     echo "== ncu sections for $NCU_DETAIL"
     ncu_single -k "regex:$NCU_DETAIL" --launch-skip "${NCU_SKIP:-0}" --launch-count "${NCU_COUNT:-8}" \
         --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-        --section MemoryWorkloadAnalysis >"$S/ncu-detail.txt" 2>"$S/ncu-detail.err"
+        --section MemoryWorkloadAnalysis ${NCU_EXTRA:-} >"$S/ncu-detail.txt" 2>"$S/ncu-detail.err"
     echo "ncu rc=$? $(wc -l <"$S/ncu-detail.txt") lines"
     tail -3 "$S/ncu-detail.err"
     snap
