@@ -387,16 +387,13 @@ __global__ __launch_bounds__(TCA_COMBINE_THREADS) void attention_combine_kernel(
         const int lane = threadIdx.x;
         const float mr = lane < runs ? rec0[lane * stride + d] : -INFINITY;
         const float lr = lane < runs ? rec0[lane * stride + d + 1] : 0.0f;
-        float M = mr;
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1)
-            M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+        const float M = warp_max(mr);
         const float wr = mr == -INFINITY ? 0.0f : expf(mr - M);
         if (lane < runs)
             w[lane] = wr;
         float L = 0.0f;
         for (int r = 0; r < runs; r++) /* in run order */
-            L += __shfl_sync(0xffffffffu, wr, r) * __shfl_sync(0xffffffffu, lr, r);
+            L += gpu_shfl(wr, r) * gpu_shfl(lr, r);
         if (lane == 0)
             inv_l = 1.0f / L;
     }
