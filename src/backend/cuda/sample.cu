@@ -195,7 +195,19 @@ static __device__ __forceinline__ uint64_t smp_rank(uint32_t key, int64_t id)
     return (uint64_t)key << 32 | (0xFFFFFFFFu - (uint32_t)id);
 }
 
+/* The id of a rank (not 0). */
+static __device__ __forceinline__ int64_t smp_rank_id(uint64_t rank) { return 0xFFFFFFFFu - (uint32_t)rank; }
+
 static __device__ __forceinline__ uint64_t smp_rank_max(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* The largest of the warp's ranks, on every lane. */
+static __device__ __forceinline__ uint64_t smp_rank_warp_max(uint64_t b)
+{
+#pragma unroll
+    for (int o = GPU_WARP / 2; o > 0; o >>= 1)
+        b = smp_rank_max(b, gpu_shfl_xor(b, o));
+    return b;
+}
 
 /* best[row * SMP_CHUNKS + c] = the largest rank among chunk c of the row's
  * logits (whole float4s of it when the row is 16-byte aligned, SMP_LOADS
@@ -235,9 +247,7 @@ __global__ __launch_bounds__(SMP_SCAN_THREADS) void sample_scan_kernel(uint64_t 
     }
     for (int64_t i = tail + threadIdx.x; i < hi; i += blockDim.x)
         b = smp_rank_max(b, smp_rank(ordered_key(l[i]), i));
-#pragma unroll
-    for (int o = GPU_WARP / 2; o > 0; o >>= 1)
-        b = smp_rank_max(b, gpu_shfl_xor(b, o));
+    b = smp_rank_warp_max(b);
     if (gpu_lane() == 0)
         red[gpu_warp_id()] = b;
     __syncthreads();
@@ -262,11 +272,9 @@ __global__ __launch_bounds__(SMP_THREADS) void sample_kernel(int32_t *ids, const
         uint64_t b = 0;
         for (int c = threadIdx.x; c < SMP_CHUNKS; c += GPU_WARP)
             b = smp_rank_max(b, chunk_best[row * SMP_CHUNKS + c]);
-#pragma unroll
-        for (int o = GPU_WARP / 2; o > 0; o >>= 1)
-            b = smp_rank_max(b, gpu_shfl_xor(b, o));
+        b = smp_rank_warp_max(b);
         if (threadIdx.x == 0)
-            sh.id = 0xFFFFFFFFu - (uint32_t)b; /* b > 0: V >= 1 */
+            sh.id = smp_rank_id(b); /* b > 0: V >= 1 */
     }
     __syncthreads();
     const int64_t best = sh.id;
