@@ -17,7 +17,8 @@
 #   8. with NCU_DETAIL=REGEX, Nsight Compute's throughput, occupancy and
 #      warp-stall sections for NCU_COUNT (default 8) kernels matching REGEX
 #      after skipping NCU_SKIP of them, in the same run: ncu-detail.txt
-#      (NCU_EXTRA: more ncu arguments, e.g. "--section SourceCounters")
+#      (NCU_EXTRA: more ncu arguments, e.g. "--section SourceCounters";
+#      NCU_CONC: the run's concurrency, default 1)
 # Everything is written under /tmp/session and packed into $OUT/session.tgz:
 # the device tool returns a limited number of files, and a call that times
 # out still returns what $OUT holds, so the summary is copied there after
@@ -69,10 +70,11 @@ if [ -n "${CHUNK:-}" ]; then
     PREFILL_ARGS="--prefill-len 8192 --prefill-chunk $CHUNK" single_stream chunk build-cuda/v4serve
 fi
 NCU_BIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-# ncu_single ARGS...: ncu on a short single-stream run (two decode steps)
+# ncu_single ARGS...: ncu on a short run of NCU_CONC (default 1) sequences
+# (two decode steps)
 ncu_single() {
     V4_KV_DTYPE=${V4_KV_DTYPE:-bf16} timeout 300 "$NCU_BIN" --clock-control none --cache-control none "$@" \
-        build-cuda/v4serve bench --backend cuda --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency 1 \
+        build-cuda/v4serve bench --backend cuda --model "/tmp/v4-flash-${LAYERS:-4}" --concurrency "${NCU_CONC:-1}" \
         --input-len 1024 --output-len 2 --prefill-len 0
 }
 if [ "${NCU:-0}" = 1 ]; then
