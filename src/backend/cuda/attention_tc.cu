@@ -2,16 +2,19 @@
  * plain SIMT kernel in attention.cu is the reference it is tested against).
  *
  * The model has one shared K=V head (MQA): all heads of a token attend to
- * the same key vectors, so one block per token (and group of 64 heads)
+ * the same key vectors, so one block per token (and group of 16 * HT heads)
  * reads each key once and scores it for every head with
  * mma.sync m16n8k16 (bf16 operands, fp32 accumulation):
- *   S[64 heads x 32 keys] = Q K^T   and   O[64 x d] += P V   (V = K),
+ *   S[16 HT heads x 32 keys] = Q K^T   and   O[16 HT x d] += P V   (V = K),
  * with an online softmax over tiles of 32 keys whose running max starts at
- * the head's sink. 8 warps: warp w takes heads 16*(w%4).. and output
- * channels (w/4)*d/2..; the two warps of a head tile both compute its
- * scores (tensor cores have the room), so no scores cross warps. Keys are
- * gathered from the paged entries, the ring or this step's fp32 rows into
- * shared memory as bf16.
+ * the head's sink. 8 warps: warp w takes head tile w % HT (16 heads) and
+ * the (w / HT)-th of 8 / HT slices of the output channels; the warps of a
+ * head tile all compute its scores (tensor cores have the room), so no
+ * scores cross warps. Keys are gathered from the paged entries, the ring or
+ * this step's fp32 rows into shared memory as bf16. HT = 4 (64 heads a
+ * block) in general; HT = 1 (16 heads, a 64-channel slice a warp) for
+ * steps of a few tokens, whose blocks are too few to hide one block's
+ * chain of staging, two products and its records.
  *
  * Split keys: in steps of at most TCA_SPLIT_MAX_TOKENS tokens (decode) one
  * block per token would leave most multiprocessors idle while it walks its
@@ -26,13 +29,11 @@
 
 #include "backend/cuda/attention.cuh"
 
-#define TCA_HEADS 64
 #define TCA_TK 32
 #define TCA_THREADS 256
 #define TCA_MAXD 512
 #define TCA_WARPS (TCA_THREADS / 32)
 #define TCA_KPW (TCA_TK / TCA_WARPS) /* keys each warp gathers per tile */
-#define TCA_OT (TCA_MAXD / 16) /* output n8 tiles per warp: d/2 channels */
 #define TCA_SPLITS 16            /* most runs a token's keys are cut into */
 /* Steps of more tokens take one block per token: on an H100 the split cost
  * more than it saved from 32 tokens on (attention per layer, split against
@@ -40,6 +41,11 @@
  * at 32, 188 against 72 at 64: bench/results/2026-12-06-h100-gemv against
  * 2026-11-25-h100-moe-bf16x, eager profiles). */
 #define TCA_SPLIT_MAX_TOKENS 16
+/* Steps of at most this many tokens take blocks of 16 heads (HT = 1): on an
+ * H100 (4-layer bench, bf16 KV, 1024-token contexts) the step went from
+ * 1.25 to 1.22 ms at 1 token and 2.68 to 2.65 at 8 (attention 30 -> 14 us a
+ * layer at 1 token, Nsight Compute); bench/results/2026-12-06-h100-narrow-attention. */
+#define TCA_NARROW_MAX_TOKENS 8
 
 /* A token's split: `runs` runs of `per` keys (whole tiles), the last shorter. */
 typedef struct tca_split {
@@ -98,10 +104,11 @@ static __device__ __forceinline__ void att_put(__nv_bfloat16 *p, float v) { *p =
 
 /* The vector path (d == TCA_MAXD, 16-byte aligned sources): the block's q
  * rows as bf16, four channels per 16-byte load, 8 loads in flight. */
+template <int HEADS>
 static __device__ __forceinline__ void tca_stage_q_vec(__nv_bfloat16 *Qs, int ld, const float *q, int64_t t, int H,
                                                        int h0)
 {
-    constexpr int d = TCA_MAXD, n4 = TCA_HEADS * d / 4, U = 8;
+    constexpr int d = TCA_MAXD, n4 = HEADS * d / 4, U = 8;
     for (int i0 = threadIdx.x; i0 < n4; i0 += U * TCA_THREADS) {
         float4 v[U];
 #pragma unroll
@@ -155,26 +162,30 @@ static __device__ __forceinline__ void tca_gather_vec(__nv_bfloat16 *row, const 
     }
 }
 
-static size_t tca_smem(int d)
+static size_t tca_smem(int heads, int d)
 {
-    return (size_t)(TCA_HEADS + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + TCA_TK * sizeof(int);
+    return (size_t)(heads + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + TCA_TK * sizeof(int);
 }
 
-template <int KVT>
-__global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
+/* HT head tiles of 16 a block; 16 HT registers of output a thread per n8
+ * tile, so the narrow blocks (HT = 1) fit two to a multiprocessor */
+template <int KVT, int HT>
+__global__ __launch_bounds__(TCA_THREADS, HT == 1 ? 2 : 1) void attention_tc_kernel(
     float *__restrict__ o, const float *__restrict__ q, const float *__restrict__ kv, const void *ring,
     const float *__restrict__ ring_scale, const void *entries, const float *__restrict__ entry_scale,
     const int32_t *__restrict__ sel, const float *__restrict__ sinks, v4_step st, int H, int d, int window, int kind,
     int ratio, int epb, int topk, float scale, bool vec, float *__restrict__ part)
 {
+    constexpr int HEADS = 16 * HT, SLICES = TCA_WARPS / HT; /* heads a block, channel slices */
+    constexpr int OT = TCA_MAXD / (8 * SLICES);           /* most output n8 tiles a warp */
     extern __shared__ __align__(16) unsigned char sm[];
     const int ld = d + 8; /* row stride in bf16: 16-byte rows, conflict-free ldmatrix */
-    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm; /* [64][ld] */
-    __nv_bfloat16 *Ks = Qs + TCA_HEADS * ld;  /* [32][ld] */
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm; /* [HEADS][ld] */
+    __nv_bfloat16 *Ks = Qs + HEADS * ld;     /* [32][ld] */
     int *kvalid = (int *)(Ks + TCA_TK * ld);   /* [32] */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t t = blockIdx.x;
-    const int h0 = blockIdx.y * TCA_HEADS;
+    const int h0 = blockIdx.y * HEADS;
     const att_tok tk = att_token(st, t, kind, ratio, topk, window);
     /* keys [k_begin, k_end): all of them, or this block's run (part != NULL) */
     const int run = blockIdx.z;
@@ -188,21 +199,21 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
     }
 
     if (vec)
-        tca_stage_q_vec(Qs, ld, q, t, H, h0);
+        tca_stage_q_vec<HEADS>(Qs, ld, q, t, H, h0);
     else
-        att_stage_q<TCA_THREADS, 16>(Qs, ld, q, t, H, h0, TCA_HEADS, d);
-    const int hw = warp & 3, dh = warp >> 2;           /* head tile, channel half */
-    const int g = lane >> 2, q4 = lane & 3;            /* mma row group, column pair */
-    const int ha = h0 + hw * 16 + g, hb = ha + 8;      /* this thread's two head rows */
+        att_stage_q<TCA_THREADS, 16>(Qs, ld, q, t, H, h0, HEADS, d);
+    const int hw = warp % HT, dh = warp / HT;      /* head tile, channel slice */
+    const int g = lane >> 2, q4 = lane & 3;        /* mma row group, column pair */
+    const int ha = h0 + hw * 16 + g, hb = ha + 8;  /* this thread's two head rows */
     const bool active = h0 + hw * 16 < H;
-    const int half = d / 2, n_ot = half / 8;
+    const int slice = d / SLICES, n_ot = slice / 8; /* the warp's channels */
     /* the sink (exp(sink - m) = 1) belongs to the first run; the others start empty */
     const bool sink = run == 0;
     float m[2] = {!sink ? -INFINITY : ha < H ? sinks[ha] : 0.0f, !sink ? -INFINITY : hb < H ? sinks[hb] : 0.0f};
     float l[2] = {sink ? 1.0f : 0.0f, sink ? 1.0f : 0.0f};
-    float acc[TCA_OT][4];
+    float acc[OT][4];
 #pragma unroll
-    for (int i = 0; i < TCA_OT; i++)
+    for (int i = 0; i < OT; i++)
         acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
     for (int64_t tile0 = k_begin; tile0 < k_end; tile0 += TCA_TK) {
@@ -288,12 +299,12 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
             l[r] = l[r] * corr[r] + sum[r];
         }
 #pragma unroll
-        for (int i = 0; i < TCA_OT; i++) {
+        for (int i = 0; i < OT; i++) {
             acc[i][0] *= corr[0], acc[i][1] *= corr[0];
             acc[i][2] *= corr[1], acc[i][3] *= corr[1];
         }
 
-        /* O += P V over the warp's half of the channels; the scores' C
+        /* O += P V over the warp's slice of the channels; the scores' C
          * fragments of two adjacent key tiles are P's A fragment */
 #pragma unroll
         for (int kk = 0; kk < 2; kk++) {
@@ -301,10 +312,10 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
                                    pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                    pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
-            for (int np = 0; np < TCA_OT / 2; np++) {
+            for (int np = 0; np < OT / 2; np++) {
                 if (2 * np >= n_ot)
                     break;
-                const int n0 = dh * half + np * 16;
+                const int n0 = dh * slice + np * 16;
                 uint32_t b[4];
                 ldsm_x4_t(b, Ks + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * ld + n0 + (lane >> 4) * 8);
                 mma_bf16(acc[2 * np], a, b[0], b[1]);
@@ -326,14 +337,14 @@ __global__ __launch_bounds__(TCA_THREADS, 1) void attention_tc_kernel(
         mul[j] = part ? 1.0f : 1.0f / l[j];
     }
 #pragma unroll
-    for (int i = 0; i < TCA_OT; i++) {
+    for (int i = 0; i < OT; i++) {
         if (i >= n_ot)
             break;
-        const int ch = dh * half + i * 8 + q4 * 2;
+        const int ch = dh * slice + i * 8 + q4 * 2; /* even: 8-byte aligned pairs (d and d + 2 even) */
 #pragma unroll
         for (int j = 0; j < 2; j++)
             if (row[j])
-                row[j][ch] = acc[i][2 * j] * mul[j], row[j][ch + 1] = acc[i][2 * j + 1] * mul[j];
+                *(float2 *)(row[j] + ch) = make_float2(acc[i][2 * j] * mul[j], acc[i][2 * j + 1] * mul[j]);
     }
     if (part && dh == 0 && q4 == 0) {
 #pragma unroll
@@ -420,24 +431,31 @@ bool attention_tc_supported(const v4_attn_shape *sh)
     return sh->head_dim % 32 == 0 && sh->head_dim >= 32 && sh->head_dim <= TCA_MAXD;
 }
 
+/* Both block shapes of one KV element type may use their shared memory. */
+template <int KVT>
+static cudaError_t tca_allow_smem(void)
+{
+    cudaError_t e = cudaFuncSetAttribute(attention_tc_kernel<KVT, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)tca_smem(64, TCA_MAXD));
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(attention_tc_kernel<KVT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)tca_smem(16, TCA_MAXD));
+    return e;
+}
+
 int cu_attention_tc_init(cu_backend *cb, v4_err *err)
 {
-    const int need = (int)tca_smem(TCA_MAXD);
-    if ((size_t)need > cb->smem_optin)
-        return v4_errf(err, "cuda: tensor-core attention needs %d bytes of shared memory; the device allows %zu",
+    const size_t need = tca_smem(64, TCA_MAXD);
+    if (need > cb->smem_optin)
+        return v4_errf(err, "cuda: tensor-core attention needs %zu bytes of shared memory; the device allows %zu",
                        need, cb->smem_optin);
-    cudaError_t e = cudaSuccess;
-    CU_KV_DISPATCH(KV_F32, e = cudaFuncSetAttribute(attention_tc_kernel<KVT>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+    cudaError_t e = tca_allow_smem<KV_F32>();
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_BF16, e = cudaFuncSetAttribute(attention_tc_kernel<KVT>,
-                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+        e = tca_allow_smem<KV_BF16>();
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_FP8, e = cudaFuncSetAttribute(attention_tc_kernel<KVT>,
-                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+        e = tca_allow_smem<KV_FP8>();
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_FP8FNUZ, e = cudaFuncSetAttribute(attention_tc_kernel<KVT>,
-                                                            cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+        e = tca_allow_smem<KV_FP8FNUZ>();
     if (e != cudaSuccess)
         return v4_errf(err, "cuda: configuring the tensor-core attention kernel: %s", cudaGetErrorString(e));
     return 0;
@@ -452,16 +470,24 @@ void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, 
                           (size_t)n * TCA_SPLITS * H * (d + 2) * sizeof(float), "attention (split keys)"))
         return;
     float *part = split ? cb->att_part : NULL;
-    const dim3 grid((unsigned)n, (unsigned)((H + TCA_HEADS - 1) / TCA_HEADS), split ? TCA_SPLITS : 1);
+    /* 16-head blocks need 64-channel warp slices in whole 16-channel steps */
+    const int ht = n <= TCA_NARROW_MAX_TOKENS && d % (16 * TCA_WARPS) == 0 ? 1 : 4;
+    const dim3 grid((unsigned)n, (unsigned)((H + 16 * ht - 1) / (16 * ht)), split ? TCA_SPLITS : 1);
     const float scale = 1.0f / sqrtf((float)d);
     /* the 16-byte path for the model's head size; pools and step buffers are
      * cudaMalloc'd, the check keeps any other caller correct */
     const bool vec = d == TCA_MAXD && (uintptr_t)q % 16 == 0 && (uintptr_t)kv % 16 == 0 &&
                      (uintptr_t)lkv->ring % 16 == 0 && (uintptr_t)lkv->entries % 16 == 0;
-    CU_KV_DISPATCH(cb->kv_type,
-                   (attention_tc_kernel<KVT><<<grid, TCA_THREADS, tca_smem(d), cb->stream>>>(
-                       o, q, kv, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st, H, d,
-                       sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block, sh->topk, scale, vec, part)));
+#define TCA_LAUNCH(HT)                                                                                                \
+    CU_KV_DISPATCH(cb->kv_type,                                                                                      \
+                   (attention_tc_kernel<KVT, HT><<<grid, TCA_THREADS, tca_smem(16 * HT, d), cb->stream>>>(          \
+                       o, q, kv, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st, H, d,  \
+                       sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block, sh->topk, scale, vec, part)))
+    if (ht == 1)
+        TCA_LAUNCH(1);
+    else
+        TCA_LAUNCH(4);
+#undef TCA_LAUNCH
     cu_launched(cb, "attention_tc");
     if (!split)
         return;
