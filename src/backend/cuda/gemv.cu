@@ -31,44 +31,6 @@
 #define GEMV_ROWS 8
 #define GEMV_LANE_COLS (GEMV_WARPS * GPU_WARP) /* C = CPL * this */
 
-/* Sums each of the V values (V a power of two, at most GPU_WARP) over the
- * warp: level OFF keeps half of the values on each side of a lane pair
- * (the lower lane the first half), so lane l ends with the total of value
- * *idx (the same total on the GPU_WARP / V lanes that share it); once one
- * value is left the levels add it across. Every total is added in the
- * same hypercube order, whatever its index. The levels are a template
- * recursion so that every array index is a constant (a loop the compiler
- * leaves rolled would move v to local memory). */
-template <int V, int OFF> struct gemv_reduce {
-    static __device__ __forceinline__ void run(float (&v)[V], int lane, int *base)
-    {
-        if constexpr (OFF >= 1 && V == 1) {
-            v[0] += gpu_shfl_xor(v[0], OFF);
-            gemv_reduce<1, OFF / 2>::run(v, lane, base);
-        } else if constexpr (OFF >= 1) {
-            const bool upper = (lane & OFF) != 0;
-            float w[V / 2];
-#pragma unroll
-            for (int i = 0; i < V / 2; i++) { /* both halves cross: no select picks an array slot */
-                const float lo = v[i], hi = v[i + V / 2];
-                const float lo_in = gpu_shfl_xor(lo, OFF), hi_in = gpu_shfl_xor(hi, OFF);
-                w[i] = upper ? hi + hi_in : lo + lo_in;
-            }
-            if (upper)
-                *base += V / 2;
-            gemv_reduce<V / 2, OFF / 2>::run(w, lane, base);
-            v[0] = w[0];
-        }
-    }
-};
-
-template <int V> static __device__ __forceinline__ float warp_reduce_scatter(float (&v)[V], int lane, int *idx)
-{
-    *idx = 0;
-    gemv_reduce<V, GPU_WARP / 2>::run(v, lane, idx);
-    return v[0];
-}
-
 /* Rows loaded together per warp: as many as the registers allow beside the
  * inputs (CPL per token). */
 template <int WORDS, int CPL, int NT> struct gemv_geom {
