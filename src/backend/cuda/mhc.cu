@@ -5,8 +5,9 @@
  * block per token would stream fn with one SM and wait on memory latency,
  * so hc_mix_kernel splits the columns into slices of HC_SLICE over a grid
  * of (slices, token tiles); each block stages its slice of fn and of HC_TT
- * tokens' states in shared memory, and each thread forms one (row, token)
- * partial dot product (and the partial sum of squares). hc_pre_kernel then
+ * tokens' states in shared memory, and its warps form the partial dot
+ * products of (row, token) tiles and the partial sums of squares from
+ * registers (hc_mix_kernel's comment says why). hc_pre_kernel then
  * adds a token's partials (a warp per row, in double), forms pre, post and
  * the Sinkhorn-normalised comb exactly as the CPU reference (one lane per
  * matrix element, every sum taken in the CPU's order), and writes
@@ -26,7 +27,9 @@
 static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 #define HC_SLICE 256 /* columns of fn per block of the mixing product */
-#define HC_TT 8       /* tokens per block of the mixing product */
+#define HC_TT 16      /* tokens per block of the mixing product */
+#define HC_LD (HC_SLICE + 4) /* its shared rows' stride: 16-byte aligned */
+#define HC_SU 8              /* loads a thread of its staging has in flight */
 #define HC_MAXROWS ((2 + HC_MAXS) * HC_MAXS)
 #define HC_SPLIT 16            /* blocks sharing a token's collapse in small steps */
 #define HC_WARPS (HC_THREADS / GPU_WARP)
@@ -35,45 +38,123 @@ static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f
 #define HC_SMALL_MAX_TOKENS 4  /* steps of at most this many tokens take hc_mix_small_kernel */
 #define HC_V (HC_SLICE / (4 * GPU_WARP)) /* float4s of a slice's row per lane there */
 #define HC_SPLIT_MAX_TOKENS 64 /* steps of more tokens fill the GPU with one block each */
+#define HC_CU 4                /* channels a thread of the collapse loads at once */
 
 /* part[t][slice][0..rows) = partial fn[r] . X_t over the slice's columns,
- * part[t][slice][rows] = partial sum of X_t^2. grid (slices, token tiles). */
-__global__ __launch_bounds__(HC_THREADS) void hc_mix_kernel(float *__restrict__ part, const float *__restrict__ X,
-                                                            const float *__restrict__ fn, int rows, int64_t W, int n)
+ * part[t][slice][rows] = partial sum of X_t^2. grid (slices, token tiles).
+ * The block stages its slice of fn and of HC_TT tokens' states in shared
+ * memory; then each warp takes items of the product: HC_IR rows x HC_IT
+ * tokens (or the sums of squares of HC_IT tokens), lane l summing its
+ * columns l, l + GPU_WARP, ... of each, and one reduce-scatter leaves each
+ * lane one (row, token) total. A value loaded from shared memory feeds
+ * HC_IT or HC_IR products: one thread per (row, token) walking all 256
+ * columns read two for each and held the step at shared memory's rate (at
+ * 256 tokens on an H100 the mHC pre op took 72 us a call in eager profiles,
+ * 48 with these tiles, 16-byte staging and hc_collapse's batched loads). */
+#define HC_IR 8                      /* rows of an item */
+#define HC_IT 4                      /* tokens of an item */
+#define HC_CPL (HC_SLICE / GPU_WARP) /* columns of the slice a lane takes */
+static_assert(HC_TT % HC_IT == 0 && HC_IR * HC_IT <= GPU_WARP, "hc_mix items");
+
+/* dst[r][c] (row stride HC_LD) = src[r * W + c] for the block's rows
+ * r < nrows and columns c < HC_SLICE, zero from row `valid` or column
+ * `cols` on; VEC: 16 bytes a load (W a multiple of 4, src 16-byte aligned).
+ * Each thread's HC_SU loads are in flight together. */
+template <bool VEC>
+static __device__ __forceinline__ void hc_stage(float *__restrict__ dst, const float *__restrict__ src, int nrows,
+                                                int valid, int64_t W, int cols)
 {
-    extern __shared__ float sm[];
-    float *fs = sm;                                /* [rows][HC_SLICE + 1] */
-    float *xs = fs + (size_t)rows * (HC_SLICE + 1); /* [HC_TT][HC_SLICE + 1] */
+    constexpr int E = VEC ? 4 : 1, PER = HC_SLICE / E; /* elements a load, loads a row */
+    for (int i0 = threadIdx.x; i0 < nrows * PER; i0 += HC_SU * HC_THREADS) {
+        float4 v[HC_SU];
+#pragma unroll
+        for (int u = 0; u < HC_SU; u++) {
+            const int i = i0 + u * HC_THREADS, r = i / PER, c = E * (i % PER);
+            const bool in = i < nrows * PER && r < valid && c < cols;
+            if (VEC)
+                v[u] = in ? *(const float4 *)(src + (int64_t)r * W + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            else
+                v[u].x = in ? src[(int64_t)r * W + c] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < HC_SU; u++) {
+            const int i = i0 + u * HC_THREADS, r = i / PER, c = E * (i % PER);
+            if (i >= nrows * PER)
+                break;
+            if (VEC)
+                *(float4 *)(dst + r * HC_LD + c) = v[u];
+            else
+                dst[r * HC_LD + c] = v[u].x;
+        }
+    }
+}
+
+__global__ __launch_bounds__(HC_THREADS, 3) void hc_mix_kernel(float *__restrict__ part, const float *__restrict__ X,
+                                                               const float *__restrict__ fn, int rows, int64_t W,
+                                                               int n, bool vec)
+{
+    extern __shared__ __align__(16) float sm[];
+    float *fs = sm;                      /* [rows][HC_LD] */
+    float *xs = fs + (size_t)rows * HC_LD; /* [HC_TT][HC_LD] */
     const int64_t c0 = (int64_t)blockIdx.x * HC_SLICE;
     const int t0 = blockIdx.y * HC_TT;
     const int cols = W - c0 < HC_SLICE ? (int)(W - c0) : HC_SLICE;
-#pragma unroll 8
-    for (int i = threadIdx.x; i < rows * HC_SLICE; i += HC_THREADS) {
-        const int r = i / HC_SLICE, c = i % HC_SLICE;
-        fs[r * (HC_SLICE + 1) + c] = c < cols ? fn[(int64_t)r * W + c0 + c] : 0.0f;
-    }
-#pragma unroll 8
-    for (int i = threadIdx.x; i < HC_TT * HC_SLICE; i += HC_THREADS) {
-        const int tt = i / HC_SLICE, c = i % HC_SLICE;
-        xs[tt * (HC_SLICE + 1) + c] = c < cols && t0 + tt < n ? X[(int64_t)(t0 + tt) * W + c0 + c] : 0.0f;
+    if (vec) {
+        hc_stage<true>(fs, fn + c0, rows, rows, W, cols);
+        hc_stage<true>(xs, X + (int64_t)t0 * W + c0, HC_TT, n - t0, W, cols);
+    } else {
+        hc_stage<false>(fs, fn + c0, rows, rows, W, cols);
+        hc_stage<false>(xs, X + (int64_t)t0 * W + c0, HC_TT, n - t0, W, cols);
     }
     __syncthreads();
-    const int n_slices = gridDim.x;
-    /* thread -> (row or the sum of squares, token); rows + 1 values per token */
-    for (int k = threadIdx.x; k < (rows + 1) * HC_TT; k += HC_THREADS) {
-        const int r = k % (rows + 1), tt = k / (rows + 1);
-        if (t0 + tt >= n)
+    const int lane = gpu_lane(), n_slices = gridDim.x;
+    const int groups = (rows + HC_IR - 1) / HC_IR, tiles = HC_TT / HC_IT;
+    /* items: (row group, token group); row group `groups` is the sums of squares */
+    for (int it = gpu_warp_id(); it < (groups + 1) * tiles; it += HC_WARPS) {
+        const int g = it / tiles, tt0 = (it % tiles) * HC_IT;
+        if (t0 + tt0 >= n)
             continue;
-        const float *a = r < rows ? fs + r * (HC_SLICE + 1) : xs + tt * (HC_SLICE + 1);
-        const float *b = xs + tt * (HC_SLICE + 1);
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-        for (int c = 0; c < HC_SLICE; c += 4) {
-            s0 = fmaf(a[c], b[c], s0);
-            s1 = fmaf(a[c + 1], b[c + 1], s1);
-            s2 = fmaf(a[c + 2], b[c + 2], s2);
-            s3 = fmaf(a[c + 3], b[c + 3], s3);
+        float xv[HC_IT][HC_CPL];
+#pragma unroll
+        for (int j = 0; j < HC_IT; j++)
+#pragma unroll
+            for (int c = 0; c < HC_CPL; c++)
+                xv[j][c] = xs[(tt0 + j) * HC_LD + lane + c * GPU_WARP];
+        float *out = part + ((int64_t)(t0 + tt0) * n_slices + blockIdx.x) * (rows + 1);
+        const int64_t tstride = (int64_t)n_slices * (rows + 1); /* between tokens */
+        int idx;
+        if (g == groups) {
+            float acc[HC_IT];
+#pragma unroll
+            for (int j = 0; j < HC_IT; j++) {
+                acc[j] = 0.0f;
+#pragma unroll
+                for (int c = 0; c < HC_CPL; c++)
+                    acc[j] = fmaf(xv[j][c], xv[j][c], acc[j]);
+            }
+            const float tot = warp_reduce_scatter<HC_IT>(acc, lane, &idx);
+            if (lane % (GPU_WARP / HC_IT) == 0 && t0 + tt0 + idx < n)
+                out[idx * tstride + rows] = tot;
+            continue;
         }
-        part[((int64_t)(t0 + tt) * n_slices + blockIdx.x) * (rows + 1) + r] = (s0 + s1) + (s2 + s3);
+        const int r0 = g * HC_IR;
+        float acc[HC_IR * HC_IT];
+#pragma unroll
+        for (int k = 0; k < HC_IR * HC_IT; k++)
+            acc[k] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < HC_CPL; c++)
+#pragma unroll
+            for (int i = 0; i < HC_IR; i++) {
+                const float f = r0 + i < rows ? fs[(r0 + i) * HC_LD + lane + c * GPU_WARP] : 0.0f;
+#pragma unroll
+                for (int j = 0; j < HC_IT; j++)
+                    acc[i * HC_IT + j] = fmaf(f, xv[j][c], acc[i * HC_IT + j]);
+            }
+        const float tot = warp_reduce_scatter<HC_IR * HC_IT>(acc, lane, &idx);
+        const int r = r0 + idx / HC_IT, j = idx % HC_IT;
+        if (lane % (GPU_WARP / (HC_IR * HC_IT)) == 0 && r < rows && t0 + tt0 + j < n)
+            out[j * tstride + r] = tot;
     }
 }
 
@@ -272,13 +353,28 @@ static __device__ void hc_collapse(float *__restrict__ x, const float *__restric
                 v += pre[s] * x0[s];
         x[i0] = v;
     }
-    for (int64_t i = i0 + (int64_t)gridDim.y * HC_THREADS; i < D; i += (int64_t)gridDim.y * HC_THREADS) {
-        float v = 0;
-#pragma unroll /* the streams' loads together */
-        for (int s = 0; s < HC_MAXS; s++)
-            if (s < ns)
-                v += pre[s] * Xt[s * D + i];
-        x[i] = v;
+    /* the rest HC_CU channels at a time, all their streams' loads in flight
+     * together (one channel at a time, a block per token at 256 tokens
+     * waited one memory latency per channel: hc_pre_kernel took 41 us
+     * against 28, Nsight Compute on an H100) */
+    const int64_t step = (int64_t)gridDim.y * HC_THREADS;
+    for (int64_t i = i0 + step; i < D; i += HC_CU * step) {
+        float xv[HC_CU][HC_MAXS];
+#pragma unroll
+        for (int u = 0; u < HC_CU; u++)
+#pragma unroll
+            for (int s = 0; s < HC_MAXS; s++)
+                xv[u][s] = s < ns && i + u * step < D ? Xt[s * D + i + u * step] : 0.0f;
+#pragma unroll
+        for (int u = 0; u < HC_CU; u++) {
+            float v = 0;
+#pragma unroll
+            for (int s = 0; s < HC_MAXS; s++)
+                if (s < ns)
+                    v += pre[s] * xv[u][s];
+            if (i + u * step < D)
+                x[i + u * step] = v;
+        }
     }
 }
 
@@ -401,7 +497,7 @@ static int launch_mix(cu_backend *cb, const float *X, const float *fn, int rows,
         cu_launched(cb, "hc_mix_small");
         return slices;
     }
-    const size_t smem = ((size_t)rows + HC_TT) * (HC_SLICE + 1) * sizeof(float);
+    const size_t smem = ((size_t)rows + HC_TT) * HC_LD * sizeof(float);
     if (smem > cb->smem_optin) {
         cu_fail(cb, "%s: %d mixing rows need %zu bytes of shared memory", op, rows, smem);
         return 0;
@@ -411,7 +507,8 @@ static int launch_mix(cu_backend *cb, const float *X, const float *fn, int rows,
                   "cudaFuncSetAttribute (mHC)"))
         return 0;
     const dim3 grid((unsigned)slices, (unsigned)((n + HC_TT - 1) / HC_TT));
-    hc_mix_kernel<<<grid, HC_THREADS, smem, cb->stream>>>(cb->hc_part, X, fn, rows, W, n);
+    const bool vec = W % 4 == 0 && ((uintptr_t)X | (uintptr_t)fn) % 16 == 0;
+    hc_mix_kernel<<<grid, HC_THREADS, smem, cb->stream>>>(cb->hc_part, X, fn, rows, W, n, vec);
     cu_launched(cb, "hc_mix");
     return slices;
 }
