@@ -44,7 +44,7 @@
 /* Steps of at most this many tokens take blocks of 16 heads (HT = 1): on an
  * H100 (4-layer bench, bf16 KV, 1024-token contexts) the step went from
  * 1.25 to 1.22 ms at 1 token and 2.68 to 2.65 at 8 (attention 30 -> 14 us a
- * layer at 1 token, Nsight Compute); bench/results/2026-12-06-h100-narrow-attention. */
+ * layer at 1 token, Nsight Compute); bench/results/2026-12-06-h100-attention-mhc. */
 #define TCA_NARROW_MAX_TOKENS 8
 
 /* A token's split: `runs` runs of `per` keys (whole tiles), the last shorter. */
