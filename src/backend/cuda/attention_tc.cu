@@ -167,8 +167,9 @@ static size_t tca_smem(int heads, int d)
     return (size_t)(heads + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + TCA_TK * sizeof(int);
 }
 
-/* HT head tiles of 16 a block; 16 HT registers of output a thread per n8
- * tile, so the narrow blocks (HT = 1) fit two to a multiprocessor */
+/* HT head tiles of 16 a block; a thread accumulates 8 HT n8 tiles of
+ * output (32 HT registers), so the narrow blocks (HT = 1, 117 registers)
+ * fit two to a multiprocessor */
 template <int KVT, int HT>
 __global__ __launch_bounds__(TCA_THREADS, HT == 1 ? 2 : 1) void attention_tc_kernel(
     float *__restrict__ o, const float *__restrict__ q, const float *__restrict__ kv, const void *ring,
