@@ -163,9 +163,10 @@ __global__ __launch_bounds__(HC_THREADS, 3) void hc_mix_kernel(float *__restrict
  * aligned), straight from global memory: lane l holds HC_V float4s of the
  * slice (columns 4l.. of each 4 * GPU_WARP) of every token's state and of
  * HC_RPW rows of fn, loaded together, and each (row, token) product is a
- * warp sum. hc_mix_kernel's staging (the slice of fn through shared memory,
- * then one thread per (row, token) walking 256 columns) took 7 us at one
- * token on an H100, eight times a decode step. grid: slices. */
+ * warp sum. hc_mix_kernel as it was when this kernel was written (the
+ * slice of fn through shared memory, then one thread per (row, token)
+ * walking 256 columns) took 7 us at one token on an H100, eight times a
+ * decode step. grid: slices. */
 __global__ __launch_bounds__(HC_THREADS) void hc_mix_small_kernel(float *__restrict__ part, const float *__restrict__ X,
                                                                   const float *__restrict__ fn, int rows, int64_t W,
                                                                   int n)
