@@ -295,19 +295,25 @@ static __device__ void sinkhorn(float *C, int ns, int iters, float hc_eps)
     }
 }
 
-/* The sum, in order, of the n <= HC_WARP_NS values held by lanes
- * first, first + stride, ...: every lane's shuffles issue unconditionally
- * (lanes past the n-th read a valid lane and add 0 after the n values, which
- * leaves the sum as it was), so they are in flight together. With the
- * shuffles guarded by the runtime n each waited for the previous one: 14,000
- * of hc_pre's 20,000 cycles were the Sinkhorn loop (clock64 on an H100), and
- * hc_pre_kernel went from 12.1 to 8.2 us a call at one token. */
-static __device__ __forceinline__ float warp_gather_sum(float v, int first, int stride, int n)
+/* g[k] = the value of lane first + k * stride for k < n (n <= HC_WARP_NS),
+ * and past n the n-th again: every lane's shuffles issue unconditionally,
+ * so they are in flight together. With the shuffles guarded by the runtime
+ * n each waited for the previous one: 14,000 of hc_pre's 20,000 cycles
+ * were the Sinkhorn loop (clock64 on an H100), and hc_pre_kernel went from
+ * 12.1 to 8.2 us a call at one token. */
+static __device__ __forceinline__ void warp_gather(float (&g)[HC_WARP_NS], float v, int first, int stride, int n)
 {
-    float g[HC_WARP_NS];
 #pragma unroll
     for (int k = 0; k < HC_WARP_NS; k++)
         g[k] = gpu_shfl(v, first + (k < n ? k : n - 1) * stride);
+}
+
+/* The sum, in order, of the n values warp_gather collects (0 added after
+ * them, which leaves it as it was). */
+static __device__ __forceinline__ float warp_gather_sum(float v, int first, int stride, int n)
+{
+    float g[HC_WARP_NS];
+    warp_gather(g, v, first, stride, n);
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < HC_WARP_NS; k++)
@@ -327,9 +333,7 @@ static __device__ void sinkhorn_warp(float *C, int ns, int iters, float hc_eps)
     const int i = own ? lane / ns : 0, j = own ? lane % ns : 0;
     float c = own ? C[lane] : 0.0f;
     float row[HC_WARP_NS];
-#pragma unroll
-    for (int jj = 0; jj < HC_WARP_NS; jj++)
-        row[jj] = gpu_shfl(c, i * ns + (jj < ns ? jj : ns - 1));
+    warp_gather(row, c, i * ns, 1, ns);
     float mx = -INFINITY;
 #pragma unroll
     for (int jj = 0; jj < HC_WARP_NS; jj++)
