@@ -169,7 +169,7 @@ else
     for tool in memcheck racecheck; do
         lim=110
         [ $tool = racecheck ] && lim=90
-        only=linear_formats,embed,rmsnorm,rope,mhc,elementwise,moe,sample,attn_state_quick,gemv_linear
+        only=linear_formats,embed,rmsnorm,rope,mhc,elementwise,moe,tc_moe_formats,sample,attn_state_quick,gemv_linear
         skip=none
         [ $tool = memcheck ] && only=$only,graph_vs_eager,fp8_linear
         # racecheck reports hazards inside cuBLASLt's own Hopper kernels

@@ -49,11 +49,19 @@
  * the sum of the finished quarters below: that sum moves to shared memory
  * where it fits beside the stages without costing a resident block (FP8
  * with 3 stages instead of 4, F32, MXFP4), else (BF16, F16) to local
- * memory; either is touched only at the 3 quarter ends and after the last. */
+ * memory; either is touched only at the 3 quarter ends and after the last.
+ *
+ * The MoE's MXFP4 tiles of 64 tokens (WG, moe.cu) keep the A fragments and K
+ * order but multiply with wgmma (wgmma.cuh): each k-step is one instruction
+ * per tile reading x from shared memory, where x arrives by cp.async in the
+ * same stages as the weights (rows stored in tc_wg_perm order), and two
+ * warpgroups of 128 rows share each x stage. Same sums, same bits as
+ * mma.sync (tc_batch_invariance compares the tiles). */
 #ifndef V4_BACKEND_CUDA_GEMM_TC_CUH
 #define V4_BACKEND_CUDA_GEMM_TC_CUH
 
 #include "backend/cuda/cu_device.cuh"
+#include "backend/cuda/wgmma.cuh"
 
 #define TC_THREADS 128
 #define TC_ROWS 128
@@ -68,8 +76,9 @@ template <> struct tc_fmt_traits<CW_FP8> { enum { UPT = 2, EPU = 16, STAGES = 4 
 template <> struct tc_fmt_traits<CW_FP8FNUZ> { enum { UPT = 2, EPU = 16, STAGES = 4 }; };
 template <> struct tc_fmt_traits<CW_MXFP4> { enum { UPT = 2, EPU = 32, STAGES = 4 }; };
 
-/* NSUB: K sub-stages per block stage (4 in the split variant, one per warp). */
-template <int FMT, int NT, int NSUB = 1> struct tc_geom {
+/* NSUB: K sub-stages per block stage (4 in the split variant, one per warp);
+ * WG: the core multiplies with wgmma (MXFP4 MoE tiles of 64 pairs, below). */
+template <int FMT, int NT, int NSUB = 1, bool WG = false> struct tc_geom {
     enum {
         UPT = tc_fmt_traits<FMT>::UPT,
         EPU = tc_fmt_traits<FMT>::EPU,
@@ -79,8 +88,9 @@ template <int FMT, int NT, int NSUB = 1> struct tc_geom {
          * blocks better than 3 of 396); FP8 at NT = 64 makes room for the
          * quarter sums with 3 (each as long as 2 stages at NT = 32); MXFP4
          * up to NT = 16 with 2, so that a multiprocessor holds 4 MoE blocks
-         * (moe.cu) */
-        STAGES = tc_fmt_traits<FMT>::STAGES == 2 && NT <= 16 && NSUB == 1 ? 3
+         * (moe.cu); with wgmma 3 (201 KB: one block a multiprocessor) */
+        STAGES = WG                                                           ? 3
+                 : tc_fmt_traits<FMT>::STAGES == 2 && NT <= 16 && NSUB == 1 ? 3
                  : (FMT == CW_FP8 || FMT == CW_FP8FNUZ) && NT > 32      ? 3
                  : FMT == CW_MXFP4 && NT <= 16 && NSUB == 1             ? 2
                                                                         : tc_fmt_traits<FMT>::STAGES,
@@ -90,8 +100,13 @@ template <int FMT, int NT, int NSUB = 1> struct tc_geom {
         SPU = EPU / 4,          /* k16 steps per unit */
         KS = UPT * SPU,         /* k16 steps per stage */
         XS_ROW = NT * 32 + 16,  /* bytes of one k-step of staged x (padded against store conflicts) */
-        W_BYTES = STAGES * TC_ROWS * RB,
-        SC_BYTES = FMT == CW_MXFP4 ? STAGES * TC_ROWS * 8 : 0,
+        /* warpgroups of TC_THREADS a block, each with its own TC_ROWS rows
+         * and weight stages; with wgmma two, which share the x stages: a
+         * block of 128 rows was bound by L2 (Nsight Compute, moe up at 2048
+         * tokens: L2 at 94%, DRAM 39%; x was 2/3 of the bytes) */
+        GROUPS = WG ? 2 : 1,
+        W_BYTES = GROUPS * STAGES * TC_ROWS * RB,
+        SC_BYTES = FMT == CW_MXFP4 ? GROUPS * STAGES * TC_ROWS * 8 : 0,
         XB_BYTES = KS * XS_ROW,  /* staged x of one sub-stage */
         XOPS = (NSUB * NT * S / 8 + TC_THREADS - 1) / TC_THREADS, /* 8-column x pieces per thread per stage */
         /* x parts per stage: a whole stage ahead up to 8 pieces (64 floats) a
@@ -99,7 +114,8 @@ template <int FMT, int NT, int NSUB = 1> struct tc_geom {
         XP = NSUB == 1 && XOPS > 8 ? XOPS / 8 : 1,
         XOPP = XOPS / XP,        /* pieces per part */
         UPP = UPT / XP,          /* weight units per part */
-        XROWS_OFF = W_BYTES + SC_BYTES + 2 * NSUB * XB_BYTES,
+        XBUFS = WG ? STAGES : 2, /* x buffers: one per stage with WG (copied with the weights), else two */
+        XROWS_OFF = W_BYTES + SC_BYTES + XBUFS * NSUB * XB_BYTES,
         TOT_OFF = XROWS_OFF + NT * 8,
         /* the quarter sums of run() above NT = 32, [element][thread], where
          * they leave the number of blocks a multiprocessor holds as it is */
@@ -148,6 +164,19 @@ typedef struct tc_rows {
     cu_wdesc w[2];
     int64_t base[2], end[2];
 } tc_rows;
+
+/* Position of column q of a 256-column MXFP4 stage in the order the WG core
+ * reads x: the order x_store stages it in (the permutation that lets each
+ * thread's A fragments come from its own weight bytes), laid out as wgmma's
+ * B rows: 16-byte pieces (k-step j, k half h) of 4 words (thread column c),
+ * each word the pair (2c, 2c+1) + 8h of k-step j. A row stored so is copied
+ * to shared memory without touching registers. */
+static __host__ __device__ __forceinline__ int tc_wg_perm(int q)
+{
+    const int U = q >> 5, e = q & 7;
+    const int j = (U >> 2) * 8 + 2 * ((q >> 3) & 3) + ((e >> 1) & 1);
+    return ((j * 2 + (e & 1)) * 4 + (U & 3)) * 2 + (e >> 2);
+}
 
 /* ---- PTX wrappers ---- */
 
@@ -311,10 +340,16 @@ template <> struct tc_x<true> {
  * and base[1] = base[0] + 16); warp q computes K quarter q (stages
  * q*per_q .. (q+1)*per_q - 1), a block stage holding one sub-stage per
  * warp (slots 32q + 16t + i), and the quarters are summed in order at the
- * end: the same sums in the same order as SPLIT false with KQ = 4. */
-template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
+ * end: the same sums in the same order as SPLIT false with KQ = 4.
+ * WG (NT = 64, SPLIT false): each k-step's two tiles are one wgmma each
+ * (wgmma.cuh), the staged x laid out as its B operand; the A fragments, the
+ * K order and the accumulator fragments are those of mma.sync. A block is
+ * G::GROUPS warpgroups, each with its own rows (rs, set per thread) and
+ * weight buffers, all reading one x tile. */
+template <int FMT, int NT, bool SPLIT = false, bool XB = false, bool WG = false> struct tc_core {
+    static_assert(!WG || (NT == 64 && !SPLIT), "wgmma tiles are 64 tokens of the unsplit core");
     static constexpr int NSUB = SPLIT ? 4 : 1;
-    typedef tc_geom<FMT, NT, NSUB> G;
+    typedef tc_geom<FMT, NT, NSUB, WG> G;
     typedef typename tc_x<XB>::elem xelem;
     typedef typename tc_x<XB>::word xword;
     static constexpr int XW = tc_x<XB>::WORDS;
@@ -330,8 +365,20 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
         return (int)(FMT == CW_MXFP4 ? C / 2 : FMT == CW_F32 ? C * 4 : (FMT == CW_BF16 || FMT == CW_F16) ? C * 2 : C);
     }
 
-    __device__ __forceinline__ uint8_t *wbuf(int b) const { return smem + b * (TC_ROWS * G::RB); }
-    __device__ __forceinline__ uint8_t *sbuf(int b) const { return smem + G::W_BYTES + b * (TC_ROWS * 8); }
+    /* This thread's warpgroup, and its index in it. */
+    static __device__ __forceinline__ int grp() { return G::GROUPS > 1 ? threadIdx.x / TC_THREADS : 0; }
+    static __device__ __forceinline__ int tid() { return G::GROUPS > 1 ? threadIdx.x % TC_THREADS : threadIdx.x; }
+
+    /* The warpgroup's weight and scale buffers of stage buffer b. */
+    __device__ __forceinline__ uint8_t *wbuf(int b) const
+    {
+        return smem + (grp() * G::STAGES + b) * (TC_ROWS * G::RB);
+    }
+    __device__ __forceinline__ uint8_t *sbuf(int b) const
+    {
+        return smem + G::W_BYTES + (grp() * G::STAGES + b) * (TC_ROWS * 8);
+    }
+    /* x buffer b of G::XBUFS */
     __device__ __forceinline__ uint8_t *xbuf(int b) const
     {
         return smem + G::W_BYTES + G::SC_BYTES + b * (NSUB * G::XB_BYTES);
@@ -348,7 +395,7 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
     __device__ __forceinline__ void load_stage(int i, int b, int per_q) const
     {
         uint8_t *wd = wbuf(b), *sd = sbuf(b);
-        const int r0 = threadIdx.x >> 1, odd = threadIdx.x & 1;
+        const int r0 = tid() >> 1, odd = tid() & 1;
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int r = 64 * h + r0, swz = (r & 1) << 2;
@@ -481,6 +528,24 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
         }
     }
 
+    /* WG: copies stage i of the tile's x rows, stored in tc_wg_perm order,
+     * into x buffer b as the wgmma B operand: each 16 bytes of a row are one
+     * core-matrix row (k-step j, half h), so the copy is cp.async alone.
+     * Rows past the tile's pairs are zero-filled. */
+    __device__ __forceinline__ void x_copy(int i, int b) const
+    {
+        constexpr int CHUNKS = 2 * G::KS, THREADS = G::GROUPS * TC_THREADS; /* 16-byte pieces of a row's stage */
+        static_assert(NT * CHUNKS % THREADS == 0, "whole pieces per thread");
+        uint8_t *xb = xbuf(b);
+#pragma unroll
+        for (int q = 0; q < NT * CHUNKS / THREADS; q++) {
+            const int o = threadIdx.x + q * THREADS, n = o / CHUNKS, ch = o % CHUNKS;
+            const xelem *xr = xrows[n];
+            const uint8_t *src = xr ? (const uint8_t *)(xr + i * G::S) + 16 * ch : (const uint8_t *)xrows[0];
+            tc_cp16(xb + (ch >> 1) * G::XS_ROW + wg_b_offset(n, 0, ch & 1), src, xr ? 16 : 0);
+        }
+    }
+
     /* All of block stage i's x into buffer 0 (the first stage, before the loop). */
     __device__ __forceinline__ void x_stage(int i, int per_q) const
     {
@@ -511,8 +576,21 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
     /* Slot of row g of tile t for this warp. */
     static __device__ __forceinline__ int slot0(int t)
     {
-        const int warp = threadIdx.x >> 5;
+        const int warp = tid() >> 5;
         return SPLIT ? 32 * warp + 16 * t : 64 * t + 16 * warp;
+    }
+
+    /* A fragment registers (slots 01 / 23) of k-step ks of a unit, scaled. */
+    template <bool BIG>
+    static __device__ __forceinline__ void deq_scaled(int ks, const uint4 &raw, uint32_t m1, uint32_t m2,
+                                                      uint32_t (&a)[2])
+    {
+        tc_deq_at<FMT>(ks, raw, a[0], a[1]);
+        if (SCALED) {
+            a[0] = tc_bmul(a[0], m1), a[1] = tc_bmul(a[1], m1);
+            if (BIG)
+                a[0] = tc_bmul(a[0], m2), a[1] = tc_bmul(a[1], m2);
+        }
     }
 
     /* Part p of one stage of this warp: acc[t][nt] += W_tile(t) . x_tile(nt)
@@ -543,30 +621,48 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
                         m1[t][hr] = m2[t][hr] = 0;
                 }
 #pragma unroll
-            for (int ks = 0; ks < G::SPU; ks++) {
-                const int j = u * G::SPU + ks;
-                uint32_t bf[NT / 8][2];
+            for (int ks = 0; ks < G::SPU; ks++)
+                kstep<BIG>(ks, u * G::SPU + ks, raw, m1, m2, xb, acc);
+        }
+    }
+
+    /* k-step ks of a unit (j of the stage): both tiles against every token. */
+    template <bool BIG>
+    __device__ __forceinline__ void kstep(int ks, int j, const uint4 (&raw)[TC_MT][2], const uint32_t (&m1)[TC_MT][2],
+                                          const uint32_t (&m2)[TC_MT][2], const uint8_t *xb,
+                                          float (&acc)[TC_MT][NT / 8][4]) const
+    {
+        if constexpr (WG) {
+            uint32_t a[TC_MT][2][2]; /* [tile][row g / g+8][slots 01 / 23] */
 #pragma unroll
-                for (int nt = 0; nt < NT / 8; nt++) {
-                    const uint2 v = *(const uint2 *)(xb + j * G::XS_ROW + (nt * 8 + g) * 32 + c * 8);
-                    bf[nt][0] = v.x, bf[nt][1] = v.y;
-                }
+            for (int t = 0; t < TC_MT; t++)
 #pragma unroll
-                for (int t = 0; t < TC_MT; t++) {
-                    uint32_t a[2][2]; /* [row g / g+8][slots 01 / 23] */
+                for (int hr = 0; hr < 2; hr++)
+                    deq_scaled<BIG>(ks, raw[t][hr], m1[t][hr], m2[t][hr], a[t][hr]);
+            const uint64_t desc = wg_desc(xb + j * G::XS_ROW);
+            wg_fence();
 #pragma unroll
-                    for (int hr = 0; hr < 2; hr++) {
-                        tc_deq_at<FMT>(ks, raw[t][hr], a[hr][0], a[hr][1]);
-                        if (SCALED) {
-                            a[hr][0] = tc_bmul(a[hr][0], m1[t][hr]), a[hr][1] = tc_bmul(a[hr][1], m1[t][hr]);
-                            if (BIG)
-                                a[hr][0] = tc_bmul(a[hr][0], m2[t][hr]), a[hr][1] = tc_bmul(a[hr][1], m2[t][hr]);
-                        }
-                    }
+            for (int t = 0; t < TC_MT; t++)
+                wg_mma_64(acc[t], a[t][0][0], a[t][1][0], a[t][0][1], a[t][1][1], desc);
+            wg_commit();
+            wg_wait<1>(); /* the previous k-step's pair is done; this one runs on */
+        } else {
+            const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+            uint32_t bf[NT / 8][2];
 #pragma unroll
-                    for (int nt = 0; nt < NT / 8; nt++)
-                        tc_mma(acc[t][nt], a[0][0], a[1][0], a[0][1], a[1][1], bf[nt][0], bf[nt][1]);
-                }
+            for (int nt = 0; nt < NT / 8; nt++) {
+                const uint2 v = *(const uint2 *)(xb + j * G::XS_ROW + (nt * 8 + g) * 32 + c * 8);
+                bf[nt][0] = v.x, bf[nt][1] = v.y;
+            }
+#pragma unroll
+            for (int t = 0; t < TC_MT; t++) {
+                uint32_t a[2][2]; /* [row g / g+8][slots 01 / 23] */
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++)
+                    deq_scaled<BIG>(ks, raw[t][hr], m1[t][hr], m2[t][hr], a[hr]);
+#pragma unroll
+                for (int nt = 0; nt < NT / 8; nt++)
+                    tc_mma(acc[t][nt], a[0][0], a[1][0], a[0][1], a[1][1], bf[nt][0], bf[nt][1]);
             }
         }
     }
@@ -594,7 +690,8 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
                 for (int hr = 0; hr < 2; hr++)
                     big |= tc_scale_big<FMT>(fs[t][hr]);
         }
-        return __any_sync(0xffffffffu, big);
+        /* wgmma is issued by the whole warpgroup: every warp takes the same path */
+        return WG ? __syncthreads_or(big) != 0 : __any_sync(0xffffffffu, big);
     }
 
     /* Part p of a stage (big: stage_big of its buffer). */
@@ -691,6 +788,43 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false> struct tc_core {
                     for (int e = 0; e < 4; e++)
                         acc[t][nt][e] = tot.get(smem, (t * (NT / 8) + nt) * 4 + e) + acc[t][nt][e];
         }
+    }
+
+    /* WG: the whole K range (C a multiple of G::S, rows 16-byte aligned), x
+     * copied beside the weights in the same cp.async stages. Every thread of
+     * the block calls it. */
+    __device__ __forceinline__ void run_wg(float (&acc)[TC_MT][NT / 8][4]) const
+    {
+        static_assert(WG && FMT == CW_MXFP4, "the x order of tc_wg_perm is MXFP4's");
+        constexpr int ST = G::STAGES;
+        const int nst = C / G::S;
+        const uint32_t fs[TC_MT][2] = {{0, 0}, {0, 0}}; /* FP8's block scales: unused */
+        zero(acc);
+        __syncthreads(); /* xrows written by the caller */
+#pragma unroll
+        for (int s = 0; s < ST - 1; s++) {
+            if (s < nst) {
+                load_stage(s, s, 1);
+                x_copy(s, s);
+            }
+            tc_commit();
+        }
+        for (int s = 0; s < nst; s++) {
+            tc_wait<ST - 2>();
+            wg_fence_smem(); /* this thread's copies, visible to the wgmma after the barrier */
+            __syncthreads();
+            if (s + ST - 1 < nst) { /* into the buffer of stage s - 1, whose wgmma finished below */
+                load_stage(s + ST - 1, (s + ST - 1) % ST, 1);
+                x_copy(s + ST - 1, (s + ST - 1) % ST);
+            }
+            tc_commit();
+            const bool big = stage_big(s % ST, fs);
+#pragma unroll 1
+            for (int p = 0; p < G::XP; p++)
+                compute_part(big, s % ST, xbuf(s % ST), fs, p, acc);
+            wg_wait<0>();
+        }
+        tc_wait<0>();
     }
 
     /* SPLIT true: warp q accumulates quarter q; the quarters are then added

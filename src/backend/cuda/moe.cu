@@ -21,7 +21,8 @@
  *   combine  y[t] = sum_j w[t][j] * out[t*k + j] in choice order.
  * up and down run on the tensor cores (gemm_tc.cuh: 64 intermediate columns
  * of w1 and w3, or 128 rows of w2, against a tile of NT pairs; an expert's
- * weights are read once per step when its pairs fit one tile) unless the
+ * weights are read once per step when its pairs fit one tile; MXFP4 tiles
+ * of 64 pairs, prefill's, on wgmma with two warpgroups a block) unless the
  * backend was created with V4_CUDA_PLAIN=1, which selects the SIMT kernels
  * (8 columns / 16 rows per block, fp32 products).
  * Steps of a few tokens skip the permutation: gemv.cu's matrix-vector
@@ -325,18 +326,41 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, cons
  * 1.81 with 4; five blocks at 8 pairs (96 registers) measured slower. */
 #define MOE_TC_MIN_BLOCKS(NT) ((NT) <= 16 ? 4 : 1)
 
+/* Tiles of 64 pairs multiply with wgmma (gemm_tc.cuh, WG): prefill's
+ * tiles, where an expert has more than 32 pairs on average. Their x and h
+ * rows are stored with each 256-column stage in tc_wg_perm order. */
+#define MOE_WG(NT) ((NT) == 64)
+
+/* Threads and weight rows of a block of tile NT (two warpgroups with wgmma). */
+#define MOE_GROUPS(NT) (tc_geom<CW_MXFP4, NT, 1, MOE_WG(NT)>::GROUPS)
+#define MOE_THREADS(NT) (TC_THREADS * MOE_GROUPS(NT))
+
+/* Column j of an x or h row as the kernels of tile NT store it. */
+template <int NT> static __device__ __forceinline__ int64_t moe_col(int64_t j)
+{
+    return MOE_WG(NT) ? (j & ~(int64_t)255) | tc_wg_perm((int)(j & 255)) : j;
+}
+
+/* x rounded to bf16 (as cu_to_bf16) in the WG order; count a multiple of 256. */
+__global__ void moe_to_bf16_wg_kernel(uint16_t *__restrict__ dst, const float *__restrict__ src, int64_t count)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        dst[moe_col<64>(i)] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
+}
+
 /* Tensor-core up: h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x) for the
  * block's 64 columns j (slots 0..63 read w1, 64..127 w3: a thread holds g
- * and u of the same (j, pair)); grid (work, I / 64). x and h are bf16
+ * and u of the same (j, pair); 64 more for the second warpgroup of a wgmma
+ * block); grid (work, I / (64 * MOE_GROUPS)). x and h are bf16
  * (xb: the step's x rounded once; h as the down kernel reads it), which
  * halves what each block reads from L2 for its tokens (Nsight Compute at
  * 256 tokens with fp32 x: L2 at 91% of its throughput, DRAM at 68%). */
 template <int FMT, int NT>
-__global__ __launch_bounds__(TC_THREADS, MOE_TC_MIN_BLOCKS(NT)) void moe_up_tc_kernel(
+__global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_up_tc_kernel(
     moe_plan p, const cu_wdesc *tab, int E, const uint16_t *xb, int k, int64_t D, int64_t I, float limit, bool wal,
     bool xal)
 {
-    typedef tc_geom<FMT, NT> G;
+    typedef tc_geom<FMT, NT, 1, MOE_WG(NT)> G;
     extern __shared__ __align__(16) uint8_t smem[];
     const uint16_t **xrows = (const uint16_t **)(smem + G::XROWS_OFF);
     int e, cnt;
@@ -344,16 +368,20 @@ __global__ __launch_bounds__(TC_THREADS, MOE_TC_MIN_BLOCKS(NT)) void moe_up_tc_k
     if (!moe_tile<NT>(p, xb, D, k, true, &e, &slot0, &cnt, xrows))
         return; /* uniform: the whole block has no work item */
     tc_rows rs;
+    const int grp = threadIdx.x / TC_THREADS;
     rs.w[0] = tab[e];
     rs.w[1] = tab[2 * E + e];
-    rs.base[0] = rs.base[1] = (int64_t)blockIdx.y * (TC_ROWS / 2);
+    rs.base[0] = rs.base[1] = ((int64_t)blockIdx.y * G::GROUPS + grp) * (TC_ROWS / 2);
     rs.end[0] = rs.end[1] = I;
-    typedef tc_core<FMT, NT, false, true> core_t;
+    typedef tc_core<FMT, NT, false, true, MOE_WG(NT)> core_t;
     const core_t core = {smem, rs, (int)D, core_t::row_bytes(D), (int)(D / 32), wal, xal, xrows};
     float acc[TC_MT][NT / 8][4];
-    core.template run<1>(acc);
+    if constexpr (MOE_WG(NT))
+        core.run_wg(acc);
+    else
+        core.template run<1>(acc);
     uint16_t *h = (uint16_t *)p.h;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
+    const int warp = (threadIdx.x % TC_THREADS) >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < NT / 8; nt++)
 #pragma unroll
@@ -362,18 +390,19 @@ __global__ __launch_bounds__(TC_THREADS, MOE_TC_MIN_BLOCKS(NT)) void moe_up_tc_k
             const int t = nt * 8 + 2 * c + (i & 1);
             if (j < I && t < cnt) {
                 const float gv = fminf(acc[0][nt][i], limit), uv = fminf(fmaxf(acc[1][nt][i], -limit), limit);
-                h[(slot0 + t) * I + j] = __bfloat16_as_ushort(__float2bfloat16_rn(gv / (1.0f + expf(-gv)) * uv));
+                h[(slot0 + t) * I + moe_col<NT>(j)] =
+                    __bfloat16_as_ushort(__float2bfloat16_rn(gv / (1.0f + expf(-gv)) * uv));
             }
         }
 }
 
 /* Tensor-core down: out[pair][o] = w2[e][o] . h[slot] (h in bf16) for the
- * block's 128 rows o; grid (work, D / 128). */
+ * block's 128 rows o (per warpgroup); grid (work, D / (128 * MOE_GROUPS)). */
 template <int FMT, int NT>
-__global__ __launch_bounds__(TC_THREADS, MOE_TC_MIN_BLOCKS(NT)) void moe_down_tc_kernel(
+__global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_down_tc_kernel(
     moe_plan p, const cu_wdesc *tab, int E, int64_t D, int64_t I, bool wal, bool xal)
 {
-    typedef tc_geom<FMT, NT> G;
+    typedef tc_geom<FMT, NT, 1, MOE_WG(NT)> G;
     extern __shared__ __align__(16) uint8_t smem[];
     const uint16_t **xrows = (const uint16_t **)(smem + G::XROWS_OFF);
     int e, cnt;
@@ -381,15 +410,19 @@ __global__ __launch_bounds__(TC_THREADS, MOE_TC_MIN_BLOCKS(NT)) void moe_down_tc
     if (!moe_tile<NT>(p, (const uint16_t *)p.h, I, 1, false, &e, &slot0, &cnt, xrows))
         return;
     tc_rows rs;
+    const int grp = threadIdx.x / TC_THREADS;
     rs.w[0] = rs.w[1] = tab[E + e];
-    rs.base[0] = (int64_t)blockIdx.y * TC_ROWS;
+    rs.base[0] = ((int64_t)blockIdx.y * G::GROUPS + grp) * TC_ROWS;
     rs.base[1] = rs.base[0] + TC_ROWS / 2;
     rs.end[0] = rs.end[1] = D;
-    typedef tc_core<FMT, NT, false, true> core_t;
+    typedef tc_core<FMT, NT, false, true, MOE_WG(NT)> core_t;
     const core_t core = {smem, rs, (int)I, core_t::row_bytes(I), (int)(I / 32), wal, xal, xrows};
     float acc[TC_MT][NT / 8][4];
-    core.template run<1>(acc);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
+    if constexpr (MOE_WG(NT))
+        core.run_wg(acc);
+    else
+        core.template run<1>(acc);
+    const int warp = (threadIdx.x % TC_THREADS) >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < NT / 8; nt++)
 #pragma unroll
@@ -425,10 +458,10 @@ static void launch_up_tc(cu_backend *cb, dim3 grid, const moe_plan &p, const cu_
                          int k, int64_t D, int64_t I, float limit, bool wal, bool xal)
 {
     static bool done;
-    if (!tc_smem_attr(cb, moe_up_tc_kernel<FMT, NT>, tc_geom<FMT, NT>::SMEM, &done))
+    constexpr int smem = tc_geom<FMT, NT, 1, MOE_WG(NT)>::SMEM;
+    if (!tc_smem_attr(cb, moe_up_tc_kernel<FMT, NT>, smem, &done))
         return;
-    moe_up_tc_kernel<FMT, NT><<<grid, TC_THREADS, tc_geom<FMT, NT>::SMEM, cb->stream>>>(p, tab, E, xb, k, D, I, limit,
-                                                                                      wal, xal);
+    moe_up_tc_kernel<FMT, NT><<<grid, MOE_THREADS(NT), smem, cb->stream>>>(p, tab, E, xb, k, D, I, limit, wal, xal);
 }
 
 template <int FMT, int NT>
@@ -436,9 +469,10 @@ static void launch_down_tc(cu_backend *cb, dim3 grid, const moe_plan &p, const c
                            int64_t I, bool wal, bool xal)
 {
     static bool done;
-    if (!tc_smem_attr(cb, moe_down_tc_kernel<FMT, NT>, tc_geom<FMT, NT>::SMEM, &done))
+    constexpr int smem = tc_geom<FMT, NT, 1, MOE_WG(NT)>::SMEM;
+    if (!tc_smem_attr(cb, moe_down_tc_kernel<FMT, NT>, smem, &done))
         return;
-    moe_down_tc_kernel<FMT, NT><<<grid, TC_THREADS, tc_geom<FMT, NT>::SMEM, cb->stream>>>(p, tab, E, D, I, wal, xal);
+    moe_down_tc_kernel<FMT, NT><<<grid, MOE_THREADS(NT), smem, cb->stream>>>(p, tab, E, D, I, wal, xal);
 }
 
 /* Whether every matrix of the table can be copied with cp.async: 16-byte
@@ -512,9 +546,21 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
      * more takes two tiles, run side by side (adjacent work items), so its
      * second read of the weights mostly hits L2, and the smaller tile keeps 4
      * blocks a multiprocessor (H100, 4-layer bench: c=128 from 14,048 to
-     * 14,901 tok/s, c=256 from 23,499 to 24,206 against tiles of 16) */
-    const int tt = tc ? (pairs <= 8 * (int64_t)E ? 8 : pairs <= 12 * (int64_t)E ? 16 : 32)
-                      : n == 1 ? 1 : pairs <= 4 * (int64_t)E ? 4 : 16;
+     * 14,901 tok/s, c=256 from 23,499 to 24,206 against tiles of 16).
+     * MXFP4 experts with more than 32 pairs on average (prefill) take tiles
+     * of 64 on wgmma: the checkpoint's format, the only one instantiated so,
+     * with whole 256-column stages and 16-byte aligned rows (copied with
+     * cp.async; x and h start at 16-byte offsets of the scratch). */
+#if GPU_HAS_MMA_SYNC
+    const bool wal = tc && table_aligned(tab, E);
+#else
+    const bool wal = false;
+#endif
+    const bool wide = wal && tab->fmt13 == CW_MXFP4 && tab->fmt2 == CW_MXFP4 && pairs > 32 * (int64_t)E &&
+                      D % 256 == 0 && I % 256 == 0 && (uintptr_t)scratch % 16 == 0;
+    const int tt = wide ? 64
+                   : tc ? (pairs <= 8 * (int64_t)E ? 8 : pairs <= 12 * (int64_t)E ? 16 : 32)
+                        : n == 1 ? 1 : pairs <= 4 * (int64_t)E ? 4 : 16;
     moe_plan p;
     const int64_t need = moe_layout(scratch, pairs, E, tt, D, I, &p);
     if (need > moe_scratch_floats(n, k, D, I, E)) {
@@ -536,17 +582,29 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
     if (tc) {
         /* x in bf16 where out will go: out is written only by the down kernel */
         uint16_t *xb = (uint16_t *)p.out;
-        cu_to_bf16(cb, xb, x, (int64_t)n * D);
-        const bool wal = table_aligned(tab, E);
         const bool xal_up = (uintptr_t)xb % 16 == 0 && D % 8 == 0, xal_down = (uintptr_t)p.h % 16 == 0 && I % 8 == 0;
-        const dim3 gup((unsigned)p.max_work, (unsigned)((I + TC_ROWS / 2 - 1) / (TC_ROWS / 2)));
-        const dim3 gdown((unsigned)p.max_work, (unsigned)((D + TC_ROWS - 1) / TC_ROWS));
-        CU_FMT_DISPATCH(tab->fmt13, TC_NT_DISPATCH(tt, (launch_up_tc<FMT, NT>(cb, gup, p, tab->dev, E, xb, k, D, I,
-                                                                              limit, wal, xal_up))));
-        cu_launched(cb, "moe_up_tc");
-        CU_FMT_DISPATCH(tab->fmt2, TC_NT_DISPATCH(tt, (launch_down_tc<FMT, NT>(cb, gdown, p, tab->dev, E, D, I, wal,
-                                                                               xal_down))));
-        cu_launched(cb, "moe_down_tc");
+        if (wide) {
+            moe_to_bf16_wg_kernel<<<cu_grid(n * D, 256), 256, 0, cb->stream>>>(xb, x, (int64_t)n * D);
+            cu_launched(cb, "moe_to_bf16_wg");
+        } else {
+            cu_to_bf16(cb, xb, x, (int64_t)n * D);
+        }
+        const int groups = wide ? MOE_GROUPS(64) : 1; /* I and D are multiples of 256 when wide */
+        const dim3 gup((unsigned)p.max_work, (unsigned)((I + TC_ROWS / 2 - 1) / (TC_ROWS / 2) / groups));
+        const dim3 gdown((unsigned)p.max_work, (unsigned)((D + TC_ROWS - 1) / TC_ROWS / groups));
+        if (wide) {
+            launch_up_tc<CW_MXFP4, 64>(cb, gup, p, tab->dev, E, xb, k, D, I, limit, wal, xal_up);
+            cu_launched(cb, "moe_up_wg");
+            launch_down_tc<CW_MXFP4, 64>(cb, gdown, p, tab->dev, E, D, I, wal, xal_down);
+            cu_launched(cb, "moe_down_wg");
+        } else {
+            CU_FMT_DISPATCH(tab->fmt13, TC_NT_DISPATCH(tt, (launch_up_tc<FMT, NT>(cb, gup, p, tab->dev, E, xb, k, D,
+                                                                                  I, limit, wal, xal_up))));
+            cu_launched(cb, "moe_up_tc");
+            CU_FMT_DISPATCH(tab->fmt2, TC_NT_DISPATCH(tt, (launch_down_tc<FMT, NT>(cb, gdown, p, tab->dev, E, D, I,
+                                                                                   wal, xal_down))));
+            cu_launched(cb, "moe_down_tc");
+        }
     } else
 #endif
     {
