@@ -6,9 +6,14 @@
  * A persistent grid of blocks, each taking tokens in turn:
  *  1. the token's h query heads (c channels each, rows padded by one float
  *     so that lane-per-head reads are conflict-free) and head weights go to
- *     shared memory; each warp scores one entry at a time (key decoded into
- *     shared memory, one lane per head, ReLU, weighted sum) into the block's
- *     global scratch row;
+ *     shared memory; each warp scores IDX_EPW entries at a time (keys decoded
+ *     into shared memory channel-major, so one broadcast 16-byte load gives
+ *     4 entries' channel; one lane per head, two heads at once, ReLU,
+ *     weighted sum) into the block's global scratch row. Each entry's score
+ *     is the same operations in the same order as with one entry at a time
+ *     (lane l: heads l, l + 32, ...; a warp sum), only the loads are shared:
+ *     one entry at a time took two shared-memory loads per multiply-add, and
+ *     the scores were 18 of an 8K prefill's 169 ms (bench/RESULTS.md);
  *  2. a 4-pass radix select (8 bits a pass) finds the topk-th largest score
  *     T and how many entries equal to T are needed;
  *  3. an ordered compaction (block scans over ascending indices) writes the
@@ -18,6 +23,14 @@
 
 #define IDX_THREADS 256
 #define IDX_WARPS (IDX_THREADS / GPU_WARP)
+#define IDX_EPW 8 /* entries a warp scores together */
+
+/* Floats of shared memory before the keys: queries and head weights,
+ * rounded up to 16 bytes. */
+static __host__ __device__ __forceinline__ size_t idx_kb_off(int h, int c)
+{
+    return ((size_t)h * (c + 1) + h + 3) & ~(size_t)3;
+}
 
 /* Exclusive prefix sum of v over the block; *total gets the sum. */
 static __device__ __forceinline__ int block_scan_excl(int v, int *wsum, int *total)
@@ -55,7 +68,7 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
     extern __shared__ float smem[];
     float *qs = smem;               /* [h][c + 1] */
     float *ws = qs + h * (c + 1);   /* [h] */
-    float *kb = ws + h;             /* [IDX_WARPS][c] */
+    float *kb = smem + idx_kb_off(h, c); /* [IDX_WARPS][c][IDX_EPW], 16-byte aligned */
     __shared__ unsigned hist[256];
     __shared__ unsigned sh_prefix, sh_k;
     __shared__ int wsum[IDX_WARPS];
@@ -79,29 +92,58 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
             ws[i] = wI[(int64_t)t * h + i];
         __syncthreads();
         /* 1. scores */
-        float *kw = kb + warp * c;
-        for (int64_t i = warp; i < n_elig; i += IDX_WARPS) {
-            const int32_t blk = bt[i / epb];
-            float score = -INFINITY;
-            if (blk >= 0) {
-                const int64_t vec = (int64_t)blk * epb + i % epb;
-                const float sc = (KVT == KV_FP8 || KVT == KV_FP8FNUZ) ? kscale[vec] : 1.0f;
+        float4 *kw = (float4 *)(kb + (size_t)warp * c * IDX_EPW); /* [c][IDX_EPW / 4] */
+        for (int64_t i0 = (int64_t)warp * IDX_EPW; i0 < n_elig; i0 += IDX_WARPS * IDX_EPW) {
+            bool ok[IDX_EPW];
+#pragma unroll
+            for (int e = 0; e < IDX_EPW; e++) {
+                const int64_t i = i0 + e;
+                const int32_t blk = i < n_elig ? bt[i / epb] : -1;
+                ok[e] = blk >= 0;
+                const int64_t vec = (int64_t)(ok[e] ? blk : 0) * epb + i % epb;
+                const float sc = ok[e] && (KVT == KV_FP8 || KVT == KV_FP8FNUZ) ? kscale[vec] : 1.0f;
                 for (int ch = lane; ch < c; ch += GPU_WARP)
-                    kw[ch] = kv_load<KVT>(keys, vec * c + ch, sc);
-                gpu_syncwarp();
-                float part = 0.0f;
-                for (int hh = lane; hh < h; hh += GPU_WARP) {
-                    const float *q = qs + hh * (c + 1);
-                    float dot = 0.0f;
-                    for (int ch = 0; ch < c; ch++)
-                        dot = fmaf(q[ch], kw[ch], dot);
-                    part += ws[hh] * (dot > 0 ? dot : 0.0f) * cs;
-                }
-                score = warp_sum(part);
-                gpu_syncwarp(); /* kw is rewritten for the next entry */
+                    ((float *)kw)[ch * IDX_EPW + e] = ok[e] ? kv_load<KVT>(keys, vec * c + ch, sc) : 0.0f;
             }
-            if (lane == 0)
-                scr[i] = score;
+            gpu_syncwarp();
+            float part[IDX_EPW];
+#pragma unroll
+            for (int e = 0; e < IDX_EPW; e++)
+                part[e] = 0.0f;
+            for (int h0 = lane; h0 < h; h0 += 2 * GPU_WARP) {
+                const int h1 = h0 + GPU_WARP < h ? h0 + GPU_WARP : h0; /* h1 == h0: no second head */
+                const float *q0 = qs + h0 * (c + 1), *q1 = qs + h1 * (c + 1);
+                float d0[IDX_EPW], d1[IDX_EPW];
+#pragma unroll
+                for (int e = 0; e < IDX_EPW; e++)
+                    d0[e] = d1[e] = 0.0f;
+                for (int ch = 0; ch < c; ch++) {
+                    const float a0 = q0[ch], a1 = q1[ch];
+#pragma unroll
+                    for (int v = 0; v < IDX_EPW / 4; v++) {
+                        const float4 k4 = kw[ch * (IDX_EPW / 4) + v];
+                        const float kk[4] = {k4.x, k4.y, k4.z, k4.w};
+#pragma unroll
+                        for (int u = 0; u < 4; u++) {
+                            d0[4 * v + u] = fmaf(a0, kk[u], d0[4 * v + u]);
+                            d1[4 * v + u] = fmaf(a1, kk[u], d1[4 * v + u]);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int e = 0; e < IDX_EPW; e++) {
+                    part[e] += ws[h0] * (d0[e] > 0 ? d0[e] : 0.0f) * cs;
+                    if (h1 != h0)
+                        part[e] += ws[h1] * (d1[e] > 0 ? d1[e] : 0.0f) * cs;
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < IDX_EPW; e++) {
+                const float score = warp_sum(part[e]);
+                if (lane == 0 && i0 + e < n_elig)
+                    scr[i0 + e] = ok[e] ? score : -INFINITY;
+            }
+            gpu_syncwarp(); /* kw is rewritten for the next entries */
         }
         __syncthreads();
         /* 2. radix select of the topk-th largest key */
@@ -185,7 +227,7 @@ extern "C" void cu_index_topk(v4_backend *be, int32_t *sel, const float *qI, con
                               int block_tokens, int topk)
 {
     cu_backend *cb = cu_of(be);
-    const size_t smem = ((size_t)n_heads * (head_dim + 1) + n_heads + (size_t)IDX_WARPS * head_dim) * sizeof(float);
+    const size_t smem = (idx_kb_off(n_heads, head_dim) + (size_t)IDX_WARPS * IDX_EPW * head_dim) * sizeof(float);
     const int64_t max_entries = (int64_t)st->max_blocks * entries_per_block;
     if (n_heads < 1 || head_dim < 1 || ratio < 1 || entries_per_block < 1 || topk < 1 || smem > cb->idx_smem_max) {
         cu_fail(cb, "index_topk: unsupported shape (%d heads of %d, ratio %d, top %d)", n_heads, head_dim, ratio,
