@@ -18,7 +18,8 @@
  * operations, so the same bits) and writes its share of the D channels:
  * one block per token would leave decode's 4096 channels to one SM.
  * hc_post: one thread per (token, channel) holding that channel of every
- * stream in registers, so X is updated in place. */
+ * stream in registers, so X is updated in place (four channels a thread
+ * for the model's 4 streams). */
 #include "backend/cuda/cu_device.cuh"
 
 #define HC_MAXS V4_MAX_STREAMS
@@ -498,6 +499,45 @@ __global__ void hc_post_kernel(float *X, const float *__restrict__ y, const floa
     }
 }
 
+/* hc_post_kernel for NS streams (the model's 4), four channels a thread
+ * (D a multiple of 4, X and y 16-byte aligned): the same sums in the same
+ * order, with the coefficients in registers and 16-byte loads. One channel
+ * a thread over HC_MAXS = 16 guarded streams spent most of its issue on
+ * indices and predicates (Nsight Compute, 2048 tokens on an H100: 155 us a
+ * call, SM throughput 74%, DRAM 54%). */
+template <int NS>
+__global__ void hc_post_vec_kernel(float *X, const float *__restrict__ y, const float *__restrict__ post,
+                                   const float *__restrict__ comb, int64_t D)
+{
+    const int64_t t = blockIdx.x;
+    const int64_t i = 4 * (blockIdx.y * (int64_t)blockDim.x + threadIdx.x);
+    if (i >= D)
+        return;
+    float *Xt = X + t * NS * D;
+    const float4 yv = *(const float4 *)(y + t * D + i);
+    float4 old[NS];
+#pragma unroll
+    for (int j = 0; j < NS; j++)
+        old[j] = *(const float4 *)(Xt + j * D + i);
+    float P[NS], Cm[NS * NS];
+#pragma unroll
+    for (int k = 0; k < NS; k++)
+        P[k] = __ldg(post + t * NS + k);
+#pragma unroll
+    for (int k = 0; k < NS * NS; k++)
+        Cm[k] = __ldg(comb + t * NS * NS + k);
+#pragma unroll
+    for (int s = 0; s < NS; s++) {
+        float4 v = make_float4(P[s] * yv.x, P[s] * yv.y, P[s] * yv.z, P[s] * yv.w);
+#pragma unroll
+        for (int j = 0; j < NS; j++) {
+            const float c = Cm[j * NS + s];
+            v.x += c * old[j].x, v.y += c * old[j].y, v.z += c * old[j].z, v.w += c * old[j].w;
+        }
+        *(float4 *)(Xt + s * D + i) = v;
+    }
+}
+
 static bool hc_shape_ok(cu_backend *cb, const v4_hc_shape *sh, const char *op)
 {
     if (sh->n_streams < 1 || sh->n_streams > HC_MAXS) {
@@ -582,7 +622,12 @@ extern "C" void cu_hc_post(v4_backend *be, float *X, const float *y, const float
     cu_backend *cb = cu_of(be);
     if (!hc_shape_ok(cb, sh, "hc_post") || n <= 0 || sh->dim <= 0)
         return;
-    const dim3 grid((unsigned)n, (unsigned)((sh->dim + 255) / 256));
-    hc_post_kernel<<<grid, 256, 0, cb->stream>>>(X, y, post, comb, sh->n_streams, sh->dim);
+    if (sh->n_streams == 4 && sh->dim % 4 == 0 && (uintptr_t)X % 16 == 0 && (uintptr_t)y % 16 == 0) {
+        const dim3 grid((unsigned)n, (unsigned)((sh->dim / 4 + 255) / 256));
+        hc_post_vec_kernel<4><<<grid, 256, 0, cb->stream>>>(X, y, post, comb, sh->dim);
+    } else {
+        const dim3 grid((unsigned)n, (unsigned)((sh->dim + 255) / 256));
+        hc_post_kernel<<<grid, 256, 0, cb->stream>>>(X, y, post, comb, sh->n_streams, sh->dim);
+    }
     cu_launched(cb, "hc_post");
 }
