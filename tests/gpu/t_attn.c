@@ -51,6 +51,10 @@ typedef struct dims {
 
 static const dims REAL = {64, 512, 64, 128, 128, 64, 512};
 static const dims SMALL = {4, 128, 32, 32, 64, 4, 8};
+/* SMALL with the indexer's 64 heads of 512 channels: the keys of 8 entries a
+ * warp no longer fit the shared memory beside the queries, so index_topk
+ * scores 4 at a time (its other path) */
+static const dims WIDE_INDEX = {4, 128, 32, 32, 512, 64, 8};
 
 typedef struct side {
     v4_backend *be;
@@ -424,6 +428,9 @@ void test_attn_state_quick(void)
     };
     for (size_t i = 0; i < sizeof cs / sizeof *cs; i++)
         run_case(&cs[i], &SMALL, true);
+    static const attn_cfg wide = {"attn small CSA/4 f32, index heads 64 x 512", LAYER_CSA, 4, "f32", DT_F8_E4M3, 1e-5,
+                                  1e-5};
+    run_case(&wide, &WIDE_INDEX, true);
 }
 
 /* The tensor-core kernel (bf16 operands) at small shapes: prefill steps

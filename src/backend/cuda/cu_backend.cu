@@ -692,7 +692,11 @@ extern "C" int backend_cuda_create(int device, dtype_t fp8_dialect, v4_backend *
     cb->kv_type = kv_type;
     cb->debug = dbg && strcmp(dbg, "1") == 0;
     cb->plain = !GPU_HAS_MMA_SYNC || (plain && strcmp(plain, "1") == 0); /* no tensor-core kernels under HIP */
-    cb->idx_blocks = 2 * cb->n_sm;
+    /* the indexer's persistent grid: three blocks a multiprocessor (66 KB
+     * of shared memory each on an H100; each with a scratch row of the
+     * longest sequence's entries): an 8K prefill's index_topk 7.0 -> 6.2 ms
+     * against two */
+    cb->idx_blocks = 3 * cb->n_sm;
     if ((e = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaEventCreateWithFlags(&cb->meta_copied, cudaEventDisableTiming)) != cudaSuccess) {
         backend_cuda_destroy(&cb->base);

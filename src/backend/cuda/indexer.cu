@@ -6,7 +6,7 @@
  * A persistent grid of blocks, each taking tokens in turn:
  *  1. the token's h query heads (c channels each, rows padded by one float
  *     so that lane-per-head reads are conflict-free) and head weights go to
- *     shared memory; each warp scores IDX_EPW entries at a time (keys decoded
+ *     shared memory; each warp scores EPW entries at a time (keys decoded
  *     into shared memory channel-major, so one broadcast 16-byte load gives
  *     4 entries' channel; one lane per head, two heads at once, ReLU,
  *     weighted sum) into the block's global scratch row. Each entry's score
@@ -23,7 +23,10 @@
 
 #define IDX_THREADS 256
 #define IDX_WARPS (IDX_THREADS / GPU_WARP)
-#define IDX_EPW 8 /* entries a warp scores together */
+/* Entries a warp scores together: 8, or 4 where the keys of 8 would not fit
+ * the shared memory a block may have (64 KB under HIP). */
+#define IDX_EPW 8
+#define IDX_EPW_SMALL 4
 
 /* Floats of shared memory before the keys: queries and head weights,
  * rounded up to 16 bytes. */
@@ -57,7 +60,7 @@ static __device__ __forceinline__ int block_scan_excl(int v, int *wsum, int *tot
     return before + x - v;
 }
 
-template <int KVT>
+template <int KVT, int EPW>
 __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__restrict__ sel,
                                                                  const float *__restrict__ qI,
                                                                  const float *__restrict__ wI, const void *keys,
@@ -68,7 +71,7 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
     extern __shared__ float smem[];
     float *qs = smem;               /* [h][c + 1] */
     float *ws = qs + h * (c + 1);   /* [h] */
-    float *kb = smem + idx_kb_off(h, c); /* [IDX_WARPS][c][IDX_EPW], 16-byte aligned */
+    float *kb = smem + idx_kb_off(h, c); /* [IDX_WARPS][c][EPW], 16-byte aligned */
     __shared__ unsigned hist[256];
     __shared__ unsigned sh_prefix, sh_k;
     __shared__ int wsum[IDX_WARPS];
@@ -92,36 +95,36 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
             ws[i] = wI[(int64_t)t * h + i];
         __syncthreads();
         /* 1. scores */
-        float4 *kw = (float4 *)(kb + (size_t)warp * c * IDX_EPW); /* [c][IDX_EPW / 4] */
-        for (int64_t i0 = (int64_t)warp * IDX_EPW; i0 < n_elig; i0 += IDX_WARPS * IDX_EPW) {
-            bool ok[IDX_EPW];
+        float4 *kw = (float4 *)(kb + (size_t)warp * c * EPW); /* [c][EPW / 4] */
+        for (int64_t i0 = (int64_t)warp * EPW; i0 < n_elig; i0 += IDX_WARPS * EPW) {
+            bool ok[EPW];
 #pragma unroll
-            for (int e = 0; e < IDX_EPW; e++) {
+            for (int e = 0; e < EPW; e++) {
                 const int64_t i = i0 + e;
                 const int32_t blk = i < n_elig ? bt[i / epb] : -1;
                 ok[e] = blk >= 0;
                 const int64_t vec = (int64_t)(ok[e] ? blk : 0) * epb + i % epb;
                 const float sc = ok[e] && (KVT == KV_FP8 || KVT == KV_FP8FNUZ) ? kscale[vec] : 1.0f;
                 for (int ch = lane; ch < c; ch += GPU_WARP)
-                    ((float *)kw)[ch * IDX_EPW + e] = ok[e] ? kv_load<KVT>(keys, vec * c + ch, sc) : 0.0f;
+                    ((float *)kw)[ch * EPW + e] = ok[e] ? kv_load<KVT>(keys, vec * c + ch, sc) : 0.0f;
             }
             gpu_syncwarp();
-            float part[IDX_EPW];
+            float part[EPW];
 #pragma unroll
-            for (int e = 0; e < IDX_EPW; e++)
+            for (int e = 0; e < EPW; e++)
                 part[e] = 0.0f;
             for (int h0 = lane; h0 < h; h0 += 2 * GPU_WARP) {
                 const int h1 = h0 + GPU_WARP < h ? h0 + GPU_WARP : h0; /* h1 == h0: no second head */
                 const float *q0 = qs + h0 * (c + 1), *q1 = qs + h1 * (c + 1);
-                float d0[IDX_EPW], d1[IDX_EPW];
+                float d0[EPW], d1[EPW];
 #pragma unroll
-                for (int e = 0; e < IDX_EPW; e++)
+                for (int e = 0; e < EPW; e++)
                     d0[e] = d1[e] = 0.0f;
                 for (int ch = 0; ch < c; ch++) {
                     const float a0 = q0[ch], a1 = q1[ch];
 #pragma unroll
-                    for (int v = 0; v < IDX_EPW / 4; v++) {
-                        const float4 k4 = kw[ch * (IDX_EPW / 4) + v];
+                    for (int v = 0; v < EPW / 4; v++) {
+                        const float4 k4 = kw[ch * (EPW / 4) + v];
                         const float kk[4] = {k4.x, k4.y, k4.z, k4.w};
 #pragma unroll
                         for (int u = 0; u < 4; u++) {
@@ -131,14 +134,14 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
                     }
                 }
 #pragma unroll
-                for (int e = 0; e < IDX_EPW; e++) {
+                for (int e = 0; e < EPW; e++) {
                     part[e] += ws[h0] * (d0[e] > 0 ? d0[e] : 0.0f) * cs;
                     if (h1 != h0)
                         part[e] += ws[h1] * (d1[e] > 0 ? d1[e] : 0.0f) * cs;
                 }
             }
 #pragma unroll
-            for (int e = 0; e < IDX_EPW; e++) {
+            for (int e = 0; e < EPW; e++) {
                 const float score = warp_sum(part[e]);
                 if (lane == 0 && i0 + e < n_elig)
                     scr[i0 + e] = ok[e] ? score : -INFINITY;
@@ -194,29 +197,36 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
 
 /* Opts the kernel into as much dynamic shared memory as the device allows
  * beside its static shared memory; records the grant in cb->idx_smem_max. */
-template <int KVT> static cudaError_t allow_dynamic_smem(cu_backend *cb)
+template <int KVT, int EPW> static cudaError_t allow_dynamic_smem(cu_backend *cb)
 {
     cudaFuncAttributes a;
-    cudaError_t e = cudaFuncGetAttributes(&a, index_topk_kernel<KVT>);
+    cudaError_t e = cudaFuncGetAttributes(&a, index_topk_kernel<KVT, EPW>);
     if (e != cudaSuccess)
         return e;
     const size_t lim = cb->smem_optin - a.sharedSizeBytes;
     if (lim < cb->idx_smem_max)
         cb->idx_smem_max = lim;
-    return cudaFuncSetAttribute(index_topk_kernel<KVT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lim);
+    return cudaFuncSetAttribute(index_topk_kernel<KVT, EPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lim);
+}
+
+/* allow_dynamic_smem for both entry widths. */
+template <int KVT> static cudaError_t allow_both(cu_backend *cb)
+{
+    const cudaError_t e = allow_dynamic_smem<KVT, IDX_EPW>(cb);
+    return e != cudaSuccess ? e : allow_dynamic_smem<KVT, IDX_EPW_SMALL>(cb);
 }
 
 extern "C" int cu_indexer_init(cu_backend *cb, v4_err *err)
 {
     cudaError_t e = cudaSuccess;
     cb->idx_smem_max = cb->smem_optin;
-    CU_KV_DISPATCH(KV_F32, e = allow_dynamic_smem<KVT>(cb));
+    CU_KV_DISPATCH(KV_F32, e = allow_both<KVT>(cb));
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_BF16, e = allow_dynamic_smem<KVT>(cb));
+        CU_KV_DISPATCH(KV_BF16, e = allow_both<KVT>(cb));
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_FP8, e = allow_dynamic_smem<KVT>(cb));
+        CU_KV_DISPATCH(KV_FP8, e = allow_both<KVT>(cb));
     if (e == cudaSuccess)
-        CU_KV_DISPATCH(KV_FP8FNUZ, e = allow_dynamic_smem<KVT>(cb));
+        CU_KV_DISPATCH(KV_FP8FNUZ, e = allow_both<KVT>(cb));
     if (e != cudaSuccess)
         return v4_errf(err, "cuda: configuring the indexer kernel: %s", cudaGetErrorString(e));
     return 0;
@@ -227,7 +237,9 @@ extern "C" void cu_index_topk(v4_backend *be, int32_t *sel, const float *qI, con
                               int block_tokens, int topk)
 {
     cu_backend *cb = cu_of(be);
-    const size_t smem = (idx_kb_off(n_heads, head_dim) + (size_t)IDX_WARPS * IDX_EPW * head_dim) * sizeof(float);
+    const size_t q_floats = idx_kb_off(n_heads, head_dim);
+    const bool wide = (q_floats + (size_t)IDX_WARPS * IDX_EPW * head_dim) * sizeof(float) <= cb->idx_smem_max;
+    const size_t smem = (q_floats + (size_t)IDX_WARPS * (wide ? IDX_EPW : IDX_EPW_SMALL) * head_dim) * sizeof(float);
     const int64_t max_entries = (int64_t)st->max_blocks * entries_per_block;
     if (n_heads < 1 || head_dim < 1 || ratio < 1 || entries_per_block < 1 || topk < 1 || smem > cb->idx_smem_max) {
         cu_fail(cb, "index_topk: unsupported shape (%d heads of %d, ratio %d, top %d)", n_heads, head_dim, ratio,
@@ -247,8 +259,14 @@ extern "C" void cu_index_topk(v4_backend *be, int32_t *sel, const float *qI, con
     if (st->n_tokens <= 0)
         return;
     const int grid = st->n_tokens < cb->idx_blocks ? st->n_tokens : cb->idx_blocks;
-    CU_KV_DISPATCH(cb->kv_type, (index_topk_kernel<KVT><<<grid, IDX_THREADS, smem, cb->stream>>>(
-                                    sel, qI, wI, keys, kscale, *st, n_heads, head_dim, ratio, entries_per_block, topk,
-                                    cb->idx_scratch, (int64_t)cb->idx_floats_per_block)));
+#define IDX_LAUNCH(EPW)                                                                                           \
+    CU_KV_DISPATCH(cb->kv_type, (index_topk_kernel<KVT, EPW><<<grid, IDX_THREADS, smem, cb->stream>>>(                 \
+                                    sel, qI, wI, keys, kscale, *st, n_heads, head_dim, ratio, entries_per_block, topk, \
+                                    cb->idx_scratch, (int64_t)cb->idx_floats_per_block)))
+    if (wide)
+        IDX_LAUNCH(IDX_EPW);
+    else
+        IDX_LAUNCH(IDX_EPW_SMALL);
+#undef IDX_LAUNCH
     cu_launched(cb, "index_topk");
 }
