@@ -189,6 +189,7 @@ void test_mhc(void)
             check_mhc(cpu, gpu, &r, 5, 4, 4096); /* one past it */
             check_mhc(cpu, gpu, &r, 37, 4, 4096);
             check_mhc(cpu, gpu, &r, 129, 4, 4096);
+            check_mhc(cpu, gpu, &r, 300, 4, 4096); /* mixing tiles of 32 tokens (prefill) */
         }
     }
     gt_close(cpu);
