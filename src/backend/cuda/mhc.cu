@@ -413,9 +413,9 @@ static __device__ void hc_collapse(float *__restrict__ x, const float *__restric
 }
 
 /* Four blocks a multiprocessor (64 registers, none spilled; 80 and three
- * blocks before): at prefill's one block per token the kernel waits on its
- * chains of sums and Sinkhorn steps (H100, 2048 tokens: 138 -> 106 us a
- * call; 5 blocks spilled). */
+ * blocks before; five would spill): at prefill's one block per token the
+ * kernel waits on its chains of sums and Sinkhorn steps (H100, 2048 tokens:
+ * 138 -> 106 us a call). */
 __global__ __launch_bounds__(HC_THREADS, 4) void hc_pre_kernel(float *x, float *post, float *comb, const float *X,
                                                             const float *part, int n_slices, const float *base,
                                                             const float *scale, int ns, int64_t D, int iters,
