@@ -389,9 +389,16 @@ static void echo_logprobs(void **state)
     bool done;
     json_t *ev = th_sse_events(r.body, &done), *first = json_array_get(json_object_get(json_array_get(ev, 0), "choices"), 0);
     assert_true(done);
-    json_t *slp = logprobs_of(first, (size_t)T + 1);
-    assert_true(json_equal(json_object_get(slp, "token_logprobs"), lps));
-    assert_true(json_equal(json_object_get(slp, "text_offset"), offs));
+    /* the echo, the prompt's entries and the first generated token; a
+     * loaded machine may put the next tokens in the same chunk (seen once,
+     * two CI runs at once on 2 cores: 186 entries for 185) */
+    const size_t n_first = json_array_size(json_object_get(json_object_get(first, "logprobs"), "tokens"));
+    assert_true(n_first >= (size_t)T + 1 && n_first <= (size_t)T + 3);
+    json_t *slp = logprobs_of(first, n_first);
+    for (size_t k = 0; k <= (size_t)T; k++) {
+        assert_true(json_equal(json_array_get(json_object_get(slp, "token_logprobs"), k), json_array_get(lps, k)));
+        assert_true(json_equal(json_array_get(json_object_get(slp, "text_offset"), k), json_array_get(offs, k)));
+    }
     assert_true(strncmp(json_string_value(json_object_get(first, "text")), echo_text, echo_len) == 0);
     size_t entries = 0, i;
     json_t *x;
