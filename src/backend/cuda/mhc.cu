@@ -62,9 +62,6 @@ static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f
 #define HC_CPL (HC_SLICE / GPU_WARP) /* columns of the slice a lane takes */
 static_assert(HC_TT % HC_IT == 0 && HC_IR * HC_IT <= GPU_WARP, "hc_mix items");
 
-/* Shared memory of hc_mix_kernel<TT>. */
-static size_t hc_mix_smem(int rows, int tt) { return ((size_t)rows + tt) * HC_LD * sizeof(float); }
-
 /* dst[r][c] (row stride HC_LD) = src[r * W + c] for the block's rows
  * r < nrows and columns c < HC_SLICE, zero from row `valid` or column
  * `cols` on; VEC: 16 bytes a load (W a multiple of 4, src 16-byte aligned).
@@ -561,6 +558,26 @@ static bool hc_shape_ok(cu_backend *cb, const v4_hc_shape *sh, const char *op)
     return true;
 }
 
+/* hc_mix_kernel with token tiles of TT: its shared memory checked against
+ * the device and, above the default 48 KB, granted; false on failure. */
+template <int TT>
+static bool mix_tiles(cu_backend *cb, int slices, const float *X, const float *fn, int rows, int64_t W, int n,
+                      bool vec, const char *op)
+{
+    const size_t smem = ((size_t)rows + TT) * HC_LD * sizeof(float);
+    if (smem > cb->smem_optin) {
+        cu_fail(cb, "%s: %d mixing rows need %zu bytes of shared memory", op, rows, smem);
+        return false;
+    }
+    if (smem > 48 * 1024 &&
+        !cu_check(cb, cudaFuncSetAttribute(hc_mix_kernel<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                  "cudaFuncSetAttribute (mHC)"))
+        return false;
+    const dim3 grid((unsigned)slices, (unsigned)((n + TT - 1) / TT));
+    hc_mix_kernel<TT><<<grid, HC_THREADS, smem, cb->stream>>>(cb->hc_part, X, fn, rows, W, n, vec);
+    return true;
+}
+
 /* Launches the partial mixing product for n tokens into cb->hc_part
  * (grown outside capture; a step's first run is always eager). Returns the
  * number of slices, 0 on failure. */
@@ -574,27 +591,11 @@ static int launch_mix(cu_backend *cb, const float *X, const float *fn, int rows,
         cu_launched(cb, "hc_mix_small");
         return slices;
     }
-    const bool wide = n >= HC_TT_WIDE_FROM;
-    const int tt = wide ? 2 * HC_TT : HC_TT;
-    const size_t smem = hc_mix_smem(rows, tt);
-    if (smem > cb->smem_optin) {
-        cu_fail(cb, "%s: %d mixing rows need %zu bytes of shared memory", op, rows, smem);
-        return 0;
-    }
-    if (smem > 48 * 1024 &&
-        !cu_check(cb,
-                  wide ? cudaFuncSetAttribute(hc_mix_kernel<2 * HC_TT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              (int)smem)
-                       : cudaFuncSetAttribute(hc_mix_kernel<HC_TT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              (int)smem),
-                  "cudaFuncSetAttribute (mHC)"))
-        return 0;
-    const dim3 grid((unsigned)slices, (unsigned)((n + tt - 1) / tt));
     const bool vec = W % 4 == 0 && ((uintptr_t)X | (uintptr_t)fn) % 16 == 0;
-    if (wide)
-        hc_mix_kernel<2 * HC_TT><<<grid, HC_THREADS, smem, cb->stream>>>(cb->hc_part, X, fn, rows, W, n, vec);
-    else
-        hc_mix_kernel<HC_TT><<<grid, HC_THREADS, smem, cb->stream>>>(cb->hc_part, X, fn, rows, W, n, vec);
+    const bool ok = n >= HC_TT_WIDE_FROM ? mix_tiles<2 * HC_TT>(cb, slices, X, fn, rows, W, n, vec, op)
+                                         : mix_tiles<HC_TT>(cb, slices, X, fn, rows, W, n, vec, op);
+    if (!ok)
+        return 0;
     cu_launched(cb, "hc_mix");
     return slices;
 }
