@@ -367,13 +367,12 @@ __global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_up
     int64_t slot0;
     if (!moe_tile<NT>(p, xb, D, k, true, &e, &slot0, &cnt, xrows))
         return; /* uniform: the whole block has no work item */
+    typedef tc_core<FMT, NT, false, true, MOE_WG(NT)> core_t;
     tc_rows rs;
-    const int grp = threadIdx.x / TC_THREADS;
     rs.w[0] = tab[e];
     rs.w[1] = tab[2 * E + e];
-    rs.base[0] = rs.base[1] = ((int64_t)blockIdx.y * G::GROUPS + grp) * (TC_ROWS / 2);
+    rs.base[0] = rs.base[1] = ((int64_t)blockIdx.y * G::GROUPS + core_t::grp()) * (TC_ROWS / 2);
     rs.end[0] = rs.end[1] = I;
-    typedef tc_core<FMT, NT, false, true, MOE_WG(NT)> core_t;
     const core_t core = {smem, rs, (int)D, core_t::row_bytes(D), (int)(D / 32), wal, xal, xrows};
     float acc[TC_MT][NT / 8][4];
     if constexpr (MOE_WG(NT))
@@ -381,7 +380,7 @@ __global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_up
     else
         core.template run<1>(acc);
     uint16_t *h = (uint16_t *)p.h;
-    const int warp = (threadIdx.x % TC_THREADS) >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
+    const int warp = core_t::tid() >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < NT / 8; nt++)
 #pragma unroll
@@ -409,20 +408,19 @@ __global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_do
     int64_t slot0;
     if (!moe_tile<NT>(p, (const uint16_t *)p.h, I, 1, false, &e, &slot0, &cnt, xrows))
         return;
+    typedef tc_core<FMT, NT, false, true, MOE_WG(NT)> core_t;
     tc_rows rs;
-    const int grp = threadIdx.x / TC_THREADS;
     rs.w[0] = rs.w[1] = tab[E + e];
-    rs.base[0] = ((int64_t)blockIdx.y * G::GROUPS + grp) * TC_ROWS;
+    rs.base[0] = ((int64_t)blockIdx.y * G::GROUPS + core_t::grp()) * TC_ROWS;
     rs.base[1] = rs.base[0] + TC_ROWS / 2;
     rs.end[0] = rs.end[1] = D;
-    typedef tc_core<FMT, NT, false, true, MOE_WG(NT)> core_t;
     const core_t core = {smem, rs, (int)I, core_t::row_bytes(I), (int)(I / 32), wal, xal, xrows};
     float acc[TC_MT][NT / 8][4];
     if constexpr (MOE_WG(NT))
         core.run_wg(acc);
     else
         core.template run<1>(acc);
-    const int warp = (threadIdx.x % TC_THREADS) >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
+    const int warp = core_t::tid() >> 5, lane = threadIdx.x & 31, gr = lane >> 2, c = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < NT / 8; nt++)
 #pragma unroll
