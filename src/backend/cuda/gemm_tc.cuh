@@ -60,6 +60,7 @@
 #ifndef V4_BACKEND_CUDA_GEMM_TC_CUH
 #define V4_BACKEND_CUDA_GEMM_TC_CUH
 
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cu_device.cuh"
 #include "backend/cuda/wgmma.cuh"
 
@@ -179,22 +180,6 @@ static __host__ __device__ __forceinline__ int tc_wg_perm(int q)
 }
 
 /* ---- PTX wrappers ---- */
-
-static __device__ __forceinline__ void tc_cp16(void *dst, const void *src, int bytes)
-{
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-}
-
-static __device__ __forceinline__ void tc_cp4(void *dst, const void *src, int bytes)
-{
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-}
-
-static __device__ __forceinline__ void tc_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N> static __device__ __forceinline__ void tc_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 /* d += a * b for one m16n8k16 tile (bf16 in, fp32 accumulate). */
 static __device__ __forceinline__ void tc_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
