@@ -229,12 +229,17 @@ __global__ void moe_scatter_kernel(const int32_t *ids, int64_t pairs, int E, con
 }
 
 /* The work item's pairs: xrows[t] = row of pair t of the tile, NULL past the
- * expert's count; returns false when the block has no work item. */
+ * expert's count; returns false when the block has no work item. The work
+ * item is grid y and the block of rows grid x, so the blocks that run
+ * together share a few tiles' x rows (and an expert's weights), which stay
+ * in L2: with x fastest, a tile's rows came back for each block of weight
+ * rows only after every other tile's had passed (at 2048 tokens a step
+ * the tiles' x rows are 100 MB, twice an H100's L2). */
 template <int TT, typename T>
 static __device__ __forceinline__ bool moe_tile(const moe_plan &p, const T *x, int64_t ldx, int k, bool by_token,
                                                 int *e_out, int64_t *slot0, int *cnt, const T **xrows)
 {
-    const int w = blockIdx.x;
+    const int w = blockIdx.y;
     if (w >= *p.n_work)
         return false;
     const int e = p.work[2 * w], tile = p.work[2 * w + 1];
@@ -255,7 +260,7 @@ static __device__ __forceinline__ bool moe_tile(const moe_plan &p, const T *x, i
     return true;
 }
 
-/* h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x); grid (work, I / GEMM_WARPS) */
+/* h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x); grid (I / GEMM_WARPS, work) */
 template <int FMT, int TT>
 __global__ __launch_bounds__(GEMM_THREADS) void moe_up_kernel(moe_plan p, const cu_wdesc *tab, int E, const float *x,
                                                               int k, int64_t D, int64_t I, float limit, bool vec)
@@ -267,7 +272,7 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_up_kernel(moe_plan p, const 
     if (!moe_tile<TT>(p, x, D, k, true, &e, &slot0, &cnt, xrows))
         return; /* uniform: the whole block has no work item */
     const int warp = gpu_warp_id(), lane = gpu_lane();
-    const int64_t j = (int64_t)blockIdx.y * GEMM_WARPS + warp;
+    const int64_t j = (int64_t)blockIdx.x * GEMM_WARPS + warp;
     const bool v = j < I;
     float acc[2][TT];
 #pragma unroll
@@ -284,7 +289,7 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_up_kernel(moe_plan p, const 
     }
 }
 
-/* out[pair][o] = w2[e][o] . h[slot]; grid (work, D / (2 * GEMM_WARPS)) */
+/* out[pair][o] = w2[e][o] . h[slot]; grid (D / (2 * GEMM_WARPS), work) */
 template <int FMT, int TT>
 __global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, const cu_wdesc *tab, int E, int64_t D,
                                                                 int64_t I, bool vec)
@@ -296,7 +301,7 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, cons
     if (!moe_tile<TT>(p, p.h, I, 1, false, &e, &slot0, &cnt, xrows))
         return;
     const int warp = gpu_warp_id(), lane = gpu_lane();
-    const int64_t o = (int64_t)blockIdx.y * 2 * GEMM_WARPS + warp * 2;
+    const int64_t o = (int64_t)blockIdx.x * 2 * GEMM_WARPS + warp * 2;
     const bool v0 = o < D, v1 = o + 1 < D;
     float acc[2][TT];
 #pragma unroll
@@ -351,7 +356,7 @@ __global__ void moe_to_bf16_wg_kernel(uint16_t *__restrict__ dst, const float *_
 /* Tensor-core up: h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x) for the
  * block's 64 columns j (slots 0..63 read w1, 64..127 w3: a thread holds g
  * and u of the same (j, pair); 64 more for the second warpgroup of a wgmma
- * block); grid (work, I / (64 * MOE_GROUPS)). x and h are bf16
+ * block); grid (I / (64 * MOE_GROUPS), work). x and h are bf16
  * (xb: the step's x rounded once; h as the down kernel reads it), which
  * halves what each block reads from L2 for its tokens (Nsight Compute at
  * 256 tokens with fp32 x: L2 at 91% of its throughput, DRAM at 68%). */
@@ -371,7 +376,7 @@ __global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_up
     tc_rows rs;
     rs.w[0] = tab[e];
     rs.w[1] = tab[2 * E + e];
-    rs.base[0] = rs.base[1] = ((int64_t)blockIdx.y * G::GROUPS + core_t::grp()) * (TC_ROWS / 2);
+    rs.base[0] = rs.base[1] = ((int64_t)blockIdx.x * G::GROUPS + core_t::grp()) * (TC_ROWS / 2);
     rs.end[0] = rs.end[1] = I;
     const core_t core = {smem, rs, (int)D, core_t::row_bytes(D), (int)(D / 32), wal, xal, xrows};
     float acc[TC_MT][NT / 8][4];
@@ -396,7 +401,7 @@ __global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_up
 }
 
 /* Tensor-core down: out[pair][o] = w2[e][o] . h[slot] (h in bf16) for the
- * block's 128 rows o (per warpgroup); grid (work, D / (128 * MOE_GROUPS)). */
+ * block's 128 rows o (per warpgroup); grid (D / (128 * MOE_GROUPS), work). */
 template <int FMT, int NT>
 __global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_down_tc_kernel(
     moe_plan p, const cu_wdesc *tab, int E, int64_t D, int64_t I, bool wal, bool xal)
@@ -411,7 +416,7 @@ __global__ __launch_bounds__(MOE_THREADS(NT), MOE_TC_MIN_BLOCKS(NT)) void moe_do
     typedef tc_core<FMT, NT, false, true, MOE_WG(NT)> core_t;
     tc_rows rs;
     rs.w[0] = rs.w[1] = tab[E + e];
-    rs.base[0] = ((int64_t)blockIdx.y * G::GROUPS + core_t::grp()) * TC_ROWS;
+    rs.base[0] = ((int64_t)blockIdx.x * G::GROUPS + core_t::grp()) * TC_ROWS;
     rs.base[1] = rs.base[0] + TC_ROWS / 2;
     rs.end[0] = rs.end[1] = D;
     const core_t core = {smem, rs, (int)I, core_t::row_bytes(I), (int)(I / 32), wal, xal, xrows};
@@ -566,6 +571,11 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
                 (long long)need);
         return;
     }
+    if (p.max_work > 65535) { /* grid y */
+        cu_fail(cb, "moe_experts: %lld work items exceed a grid's 65535 rows (take fewer tokens a step)",
+                (long long)p.max_work);
+        return;
+    }
     /* counts and cursor are adjacent around offsets: clear counts..cursor */
     if (!cu_check(cb, cudaMemsetAsync(p.counts, 0, (size_t)(3 * E + 1) * sizeof(int), cb->stream), "moe memset"))
         return;
@@ -588,8 +598,8 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
             cu_to_bf16(cb, xb, x, (int64_t)n * D);
         }
         const int groups = wide ? MOE_GROUPS(64) : 1; /* I and D are multiples of 256 when wide */
-        const dim3 gup((unsigned)p.max_work, (unsigned)((I + TC_ROWS / 2 - 1) / (TC_ROWS / 2) / groups));
-        const dim3 gdown((unsigned)p.max_work, (unsigned)((D + TC_ROWS - 1) / TC_ROWS / groups));
+        const dim3 gup((unsigned)((I + TC_ROWS / 2 - 1) / (TC_ROWS / 2) / groups), (unsigned)p.max_work);
+        const dim3 gdown((unsigned)((D + TC_ROWS - 1) / TC_ROWS / groups), (unsigned)p.max_work);
         if (wide) {
             launch_up_tc<CW_MXFP4, 64>(cb, gup, p, tab->dev, E, xb, k, D, I, limit, wal, xal_up);
             cu_launched(cb, "moe_up_wg");
@@ -606,8 +616,8 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
     } else
 #endif
     {
-        const dim3 gup((unsigned)p.max_work, (unsigned)((I + GEMM_WARPS - 1) / GEMM_WARPS));
-        const dim3 gdown((unsigned)p.max_work, (unsigned)((D + 2 * GEMM_WARPS - 1) / (2 * GEMM_WARPS)));
+        const dim3 gup((unsigned)((I + GEMM_WARPS - 1) / GEMM_WARPS), (unsigned)p.max_work);
+        const dim3 gdown((unsigned)((D + 2 * GEMM_WARPS - 1) / (2 * GEMM_WARPS)), (unsigned)p.max_work);
         const bool vec_up = D % 4 == 0, vec_down = I % 4 == 0;
         CU_FMT_DISPATCH(tab->fmt13,
                         CU_TT_DISPATCH(tt, (moe_up_kernel<FMT, TT><<<gup, GEMM_THREADS, 0, cb->stream>>>(
