@@ -167,10 +167,8 @@ extern "C" void cu_attention(v4_backend *be, float *o, const float *q, const flo
     if (st->n_tokens <= 0)
         return;
 #if GPU_HAS_MMA_SYNC
-    if (!cb->plain && attention_tc_supported(sh)) {
-        cu_attention_tc(cb, o, q, kv, lkv, sel, sinks, st, sh);
+    if (!cb->plain && attention_tc_supported(sh) && cu_attention_tc(cb, o, q, kv, lkv, sel, sinks, st, sh))
         return;
-    }
 #endif
     const dim3 grid((unsigned)st->n_tokens, (unsigned)((sh->n_heads + ATT_HG - 1) / ATT_HG));
     const float scale = 1.0f / sqrtf((float)sh->head_dim);

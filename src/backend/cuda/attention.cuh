@@ -118,7 +118,8 @@ static __device__ __forceinline__ void att_stage_q(T *dst, int ld, const float *
 /* The tensor-core kernel (attention_tc.cu) handles head_dim % 32 == 0, <= 512. */
 bool attention_tc_supported(const v4_attn_shape *sh);
 int cu_attention_tc_init(cu_backend *cb, v4_err *err);
-void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
+/* false (nothing launched) where the KV pools are not 16-byte aligned */
+bool cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
                      const int32_t *sel, const float *sinks, const v4_step *st, const v4_attn_shape *sh);
 
 #endif

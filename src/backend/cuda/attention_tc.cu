@@ -8,13 +8,16 @@
  *   S[16 HT heads x 32 keys] = Q K^T   and   O[16 HT x d] += P V   (V = K),
  * with an online softmax over tiles of 32 keys whose running max starts at
  * the head's sink. 8 warps: warp w takes head tile w % HT (16 heads) and
- * the (w / HT)-th of 8 / HT slices of the output channels; the warps of a
- * head tile all compute its scores (tensor cores have the room), so no
- * scores cross warps. Keys are gathered from the paged entries, the ring or
- * this step's fp32 rows into shared memory as bf16. HT = 4 (64 heads a
- * block) in general; HT = 1 (16 heads, a 64-channel slice a warp) for
- * steps of a few tokens, whose blocks are too few to hide one block's
- * chain of staging, two products and its records.
+ * the (w / HT)-th of 8 / HT slices of the output channels. With HT = 4 the
+ * two warps of a head tile score 16 keys each and swap maxima and P through
+ * shared memory (tca_tile_split: each key's row is read from shared memory
+ * by 4 warps for the scores, not 8); with HT = 1 every warp scores all 32
+ * keys (tca_tile), so no scores cross warps. Keys are gathered from the
+ * paged entries, the ring or this step's rows into shared memory as bf16,
+ * the next tile's copies in flight while a tile is multiplied (tca_issue
+ * below). HT = 4 (64 heads a block) in general; HT = 1 (16 heads, a
+ * 64-channel slice a warp) for steps of a few tokens, whose blocks are too
+ * few to hide one block's chain of staging, two products and its records.
  *
  * Split keys: in steps of at most TCA_SPLIT_MAX_TOKENS tokens (decode) one
  * block per token would leave most multiprocessors idle while it walks its
@@ -28,6 +31,7 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/cp_async.cuh"
 
 #define TCA_TK 32
 #define TCA_THREADS 256
@@ -125,65 +129,343 @@ static __device__ __forceinline__ void tca_stage_q_vec(__nv_bfloat16 *Qs, int ld
     }
 }
 
-/* The vector path: key k's channels into its bf16 row of shared memory,
- * lane l moving channels 16l..16l+15 in 16-byte pieces (bf16 storage is
- * copied as it is; fp32 and FP8 convert exactly as kv_load does, then round
- * to bf16 as the per-channel path does, so both give the same bits). */
+/* ---- the key gather, pipelined one tile ahead ----
+ * A warp owns keys kt = warp + 8u (u < TCA_KPW) of every tile. Their
+ * locations are resolved TCA_BATCH tiles at a time, one key a lane (lane =
+ * tile of the batch * TCA_KPW + u), a batch ahead of use, so the chain of
+ * index loads (selection, block table, FP8 scale) is waited for once per
+ * batch. A key's row is copied with cp.async as stored (the KV type; this
+ * step's own rows from their bf16 copy, kvb) into its raw row while the tile
+ * before it is multiplied, and converted to bf16 after. Lane l copies and
+ * converts the 16-byte pieces l, l + 32, ... of each row, so a thread reads
+ * only what its own copies wrote. */
+#define TCA_BATCH 8
+static_assert(TCA_BATCH * TCA_KPW == 32, "one key of a batch a lane");
+
+enum { TCA_NONE, TCA_LIVE, TCA_RING, TCA_ENTRY }; /* where a key's row comes from */
+
+/* A key's location: its vector index in its source, and its FP8 scale. */
+typedef struct tca_loc {
+    int64_t vec;
+    float scale;
+    int src;
+} tca_loc;
+
+/* The lane's key of the batch starting at key b0 (a lane whose tile is past
+ * the block's last resolves a key that is never copied). */
 template <int KVT>
-static __device__ __forceinline__ void tca_gather_vec(__nv_bfloat16 *row, const att_key &k, const float *kv, int lane)
+static __device__ __forceinline__ tca_loc tca_resolve(const att_tok &tk, int64_t b0, int64_t t, const int32_t *sel,
+                                                      int kind, int epb, int topk, int window, const void *entries,
+                                                      const float *entry_scale, const void *ring,
+                                                      const float *ring_scale, int warp, int lane)
 {
-    constexpr int d = TCA_MAXD, CPL = d / 32; /* 16 channels a lane */
-    uint4 *out = (uint4 *)(row + lane * CPL);
-    if (!k.valid) {
-        out[0] = out[1] = make_uint4(0, 0, 0, 0);
-    } else if (k.live || KVT == KV_F32) {
-        const float4 *src = (const float4 *)((k.live ? kv : (const float *)k.base) + k.vec * d + lane * CPL);
-        const float4 a = src[0], b = src[1], c = src[2], e = src[3];
-        out[0] = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
-        out[1] = make_uint4(pack_bf16(c.x, c.y), pack_bf16(c.z, c.w), pack_bf16(e.x, e.y), pack_bf16(e.z, e.w));
-    } else if (KVT == KV_BF16) {
-        const uint4 *src = (const uint4 *)((const uint16_t *)k.base + k.vec * d + lane * CPL);
-        const uint4 a = src[0], b = src[1];
-        out[0] = a, out[1] = b;
-    } else {
-        const uint4 w = *(const uint4 *)((const uint8_t *)k.base + k.vec * d + lane * CPL);
-        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-        uint32_t packed[8];
+    const int64_t v = b0 + (int64_t)(lane / TCA_KPW) * TCA_TK + warp + (lane % TCA_KPW) * TCA_WARPS;
+    const att_key k =
+        att_key_at<KVT>(tk, v, t, sel, kind, epb, topk, window, entries, entry_scale, ring, ring_scale);
+    tca_loc l;
+    l.vec = k.vec;
+    l.scale = k.scale;
+    l.src = !k.valid ? TCA_NONE : k.live ? TCA_LIVE : k.base == ring ? TCA_RING : TCA_ENTRY;
+    return l;
+}
+
+/* Bytes of an element of a stored row (this step's rows: 2, bf16). */
+template <int KVT> static __host__ __device__ __forceinline__ int tca_esize()
+{
+    return KVT == KV_F32 ? 4 : KVT == KV_BF16 ? 2 : 1;
+}
+
+/* Bytes of a raw row: the larger of a stored row and a bf16 one. */
+template <int KVT> static __host__ __device__ __forceinline__ int tca_rawb(int d)
+{
+    return d * (KVT == KV_F32 ? 4 : 2);
+}
+
+/* Issues the copies of the warp's keys of tile j (the lanes' batch `cur`
+ * starts at tile j0) into their raw rows, and records each key's source. */
+template <int KVT>
+static __device__ __forceinline__ void tca_issue(const tca_loc &cur, int64_t j, int64_t j0, uint8_t *raw, int rawb,
+                                                 int2 *kinfo, const uint16_t *kvb, const void *ring,
+                                                 const void *entries, int d, int warp, int lane)
+{
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const uint32_t wd = words[j / 2], sh = 16 * (j % 2);
-            const uint32_t b0 = (wd >> sh) & 0xFFu, b1 = (wd >> (sh + 8)) & 0xFFu;
-            const float f0 = (KVT == KV_FP8 ? e4m3_to_f32(b0) : e4m3fnuz_to_f32(b0)) * k.scale;
-            const float f1 = (KVT == KV_FP8 ? e4m3_to_f32(b1) : e4m3fnuz_to_f32(b1)) * k.scale;
-            packed[j] = pack_bf16(f0, f1);
-        }
-        out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-        out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+    for (int u = 0; u < TCA_KPW; u++) {
+        const int from = (int)(j - j0) * TCA_KPW + u, kt = warp + u * TCA_WARPS;
+        const int src = __shfl_sync(0xffffffffu, cur.src, from);
+        const float sc = __shfl_sync(0xffffffffu, cur.scale, from);
+        const int64_t vec = __shfl_sync(0xffffffffu, cur.vec, from);
+        const int bytes = src == TCA_LIVE ? d * 2 : d * tca_esize<KVT>();
+        const uint8_t *row = src == TCA_LIVE   ? (const uint8_t *)kvb + vec * d * 2
+                             : src == TCA_RING ? (const uint8_t *)ring + vec * d * tca_esize<KVT>()
+                                               : (const uint8_t *)entries + vec * d * tca_esize<KVT>();
+        if (src != TCA_NONE)
+            for (int p = lane; p * 16 < bytes; p += 32)
+                tc_cp16(raw + kt * rawb + p * 16, row + p * 16, 16);
+        if (lane == 0)
+            kinfo[kt] = make_int2(src, __float_as_int(sc));
     }
 }
 
-static size_t tca_smem(int heads, int d)
+/* The warp's keys of the tile just copied, into their bf16 rows of Ks
+ * (zeros for a key that is not there); fp32 and FP8 convert exactly as
+ * kv_load does, then round to bf16 (as this step's rows were). */
+template <int KVT>
+static __device__ __forceinline__ void tca_convert(__nv_bfloat16 *Ks, int ld, const uint8_t *raw, int rawb,
+                                                   const int2 *kinfo, int *kvalid, int d, int warp, int lane)
 {
-    return (size_t)(heads + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + TCA_TK * sizeof(int);
+    __syncwarp(); /* kinfo, written by lane 0 */
+#pragma unroll
+    for (int u = 0; u < TCA_KPW; u++) {
+        const int kt = warp + u * TCA_WARPS;
+        const int2 info = kinfo[kt];
+        __nv_bfloat16 *dst = Ks + kt * ld;
+        const uint8_t *r = raw + kt * rawb;
+        if (info.x == TCA_NONE) {
+            for (int p = lane; p < d / 8; p += 32)
+                *(uint4 *)(dst + 8 * p) = make_uint4(0, 0, 0, 0);
+        } else if (info.x == TCA_LIVE || KVT == KV_BF16) {
+            for (int p = lane; p < d / 8; p += 32)
+                *(uint4 *)(dst + 8 * p) = *(const uint4 *)(r + 16 * p);
+        } else if (KVT == KV_F32) {
+            for (int p = lane; p < d / 4; p += 32) {
+                const float4 v = *(const float4 *)(r + 16 * p);
+                *(uint2 *)(dst + 4 * p) = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+            }
+        } else {
+            const float sc = __int_as_float(info.y);
+            for (int p = lane; p < d / 16; p += 32) {
+                const uint4 w = *(const uint4 *)(r + 16 * p);
+                const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+                uint32_t packed[8];
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const uint32_t wd = words[j / 2], sh = 16 * (j % 2);
+                    const uint32_t b0 = (wd >> sh) & 0xFFu, b1 = (wd >> (sh + 8)) & 0xFFu;
+                    const float f0 = (KVT == KV_FP8 ? e4m3_to_f32(b0) : e4m3fnuz_to_f32(b0)) * sc;
+                    const float f1 = (KVT == KV_FP8 ? e4m3_to_f32(b1) : e4m3fnuz_to_f32(b1)) * sc;
+                    packed[j] = pack_bf16(f0, f1);
+                }
+                *(uint4 *)(dst + 16 * p) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+                *(uint4 *)(dst + 16 * p + 8) = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+            }
+        }
+        if (lane == 0)
+            kvalid[kt] = info.x != TCA_NONE;
+    }
+}
+
+/* ---- one tile of 32 keys: scores, online softmax, P V ----
+ * A thread holds rows g and g + 8 of its warp's 16 heads (m, l: running max
+ * and sum) and the warp's slice of the output channels (acc). */
+
+/* O += P V over the warp's slice of the channels; a[kk] is P's A fragment
+ * for keys 16 kk.. (the scores' C fragments of two adjacent n8 tiles). */
+template <int OT>
+static __device__ __forceinline__ void tca_pv(const uint32_t (&a)[2][4], const __nv_bfloat16 *Ks, int ld, int dh,
+                                              int slice, int n_ot, float (&acc)[OT][4])
+{
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int kk = 0; kk < 2; kk++)
+#pragma unroll
+        for (int np = 0; np < OT / 2; np++) {
+            if (2 * np >= n_ot)
+                break;
+            const int n0 = dh * slice + np * 16;
+            uint32_t b[4];
+            ldsm_x4_t(b, Ks + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * ld + n0 + (lane >> 4) * 8);
+            mma_bf16(acc[2 * np], a[kk], b[0], b[1]);
+            mma_bf16(acc[2 * np + 1], a[kk], b[2], b[3]);
+        }
+}
+
+/* The online softmax's step for NT n8 tiles of scores s (keys key0 + 8 nt +
+ * 2 q4 + (j & 1)), given the rows' maxima over the tile so far (mx, over
+ * the quad and, when split, the partner warp): scales s, m, l (by this
+ * warp's keys) and acc; s becomes P. */
+template <int NT, int OT>
+static __device__ __forceinline__ void tca_softmax(float (&s)[NT][4], float (&mx)[2], float (&m)[2], float (&l)[2],
+                                                   float (&acc)[OT][4])
+{
+    float corr[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const float mnew = fmaxf(m[r], mx[r]);
+        corr[r] = mnew == -INFINITY ? 1.0f : expf(m[r] - mnew); /* a run with no valid key yet */
+        m[r] = mnew;
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float pv = s[nt][j] == -INFINITY ? 0.0f : expf(s[nt][j] - m[j >> 1]);
+            s[nt][j] = pv;
+            sum[j >> 1] += pv;
+        }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+        sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+        l[r] = l[r] * corr[r] + sum[r];
+    }
+#pragma unroll
+    for (int i = 0; i < OT; i++) {
+        acc[i][0] *= corr[0], acc[i][1] *= corr[0];
+        acc[i][2] *= corr[1], acc[i][3] *= corr[1];
+    }
+}
+
+/* Scores of NT n8 tiles of keys from key0 (masked, scaled) and their rows'
+ * maxima over the quad. */
+template <int NT>
+static __device__ __forceinline__ void tca_scores(float (&s)[NT][4], float (&mx)[2], const __nv_bfloat16 *Qs,
+                                                  const __nv_bfloat16 *Ks, int ld, int d, const int *kvalid,
+                                                  float scale, int hw, int key0)
+{
+    const int lane = threadIdx.x & 31, q4 = lane & 3;
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll 4 /* ldmatrix loads of later k-steps issue ahead of the MMAs */
+    for (int k0 = 0; k0 < d; k0 += 16) {
+        uint32_t a[4];
+        ldsm_x4(a, Qs + (hw * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + k0 + (lane >> 4) * 8);
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t b[4];
+            ldsm_x4(b, Ks + (key0 + np * 16 + (lane >> 4) * 8 + (lane & 7)) * ld + k0 + ((lane >> 3) & 1) * 8);
+            mma_bf16(s[2 * np], a, b[0], b[1]);
+            mma_bf16(s[2 * np + 1], a, b[2], b[3]);
+        }
+    }
+    /* rows g (c0, c1) and g + 8 (c2, c3); a row's keys are spread over the
+     * 4 threads of a quad */
+    mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int key = key0 + nt * 8 + q4 * 2 + (j & 1);
+            s[nt][j] = kvalid[key] ? s[nt][j] * scale : -INFINITY;
+            mx[j >> 1] = fmaxf(mx[j >> 1], s[nt][j]);
+        }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    }
+}
+
+static __device__ __forceinline__ void tca_pack_p(uint32_t (&a)[4], const float (&s0)[4], const float (&s1)[4])
+{
+    a[0] = pack_bf16(s0[0], s0[1]), a[1] = pack_bf16(s0[2], s0[3]);
+    a[2] = pack_bf16(s1[0], s1[1]), a[3] = pack_bf16(s1[2], s1[3]);
+}
+
+/* The tile with every warp of a head tile scoring all 32 keys (no scores
+ * cross warps; HT = 1, where 8 warps share 16 heads). */
+template <int OT>
+static __device__ __forceinline__ void tca_tile(const __nv_bfloat16 *Qs, const __nv_bfloat16 *Ks, int ld, int d,
+                                                const int *kvalid, float scale, int hw, int dh, int slice, int n_ot,
+                                                float (&m)[2], float (&l)[2], float (&acc)[OT][4])
+{
+    float s[4][4], mx[2];
+    tca_scores<4>(s, mx, Qs, Ks, ld, d, kvalid, scale, hw, 0);
+    tca_softmax<4, OT>(s, mx, m, l, acc);
+    uint32_t a[2][4];
+    tca_pack_p(a[0], s[0], s[1]);
+    tca_pack_p(a[1], s[2], s[3]);
+    tca_pv<OT>(a, Ks, ld, dh, slice, n_ot, acc);
+}
+
+/* The tile with the two warps of a head tile (slices dh = 0, 1) scoring 16
+ * keys each (16 dh..): they swap their rows' maxima (xm: [2][16]) and their
+ * halves of P (xp: [2][32 lanes]), so m is the same in both and each
+ * multiplies all 32 keys into its slice; l is this warp's keys' share.
+ * The same scores, maxima and P as tca_tile, for half the loads of keys.
+ * Every warp of the block calls it (the swaps wait at block barriers);
+ * the warps of a head tile past the heads (!active) only wait. */
+template <int OT>
+static __device__ __forceinline__ void tca_tile_split(const __nv_bfloat16 *Qs, const __nv_bfloat16 *Ks, int ld, int d,
+                                                      const int *kvalid, float scale, float *xm, uint4 *xp, int hw,
+                                                      int dh, int slice, int n_ot, bool active, float (&m)[2],
+                                                      float (&l)[2], float (&acc)[OT][4])
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
+    float s[2][4], mx[2];
+    if (active) {
+        tca_scores<2>(s, mx, Qs, Ks, ld, d, kvalid, scale, hw, 16 * dh);
+        if (q4 == 0)
+            xm[dh * 16 + g] = mx[0], xm[dh * 16 + g + 8] = mx[1];
+    }
+    __syncthreads();
+    uint32_t own[4];
+    if (active) {
+        mx[0] = fmaxf(mx[0], xm[(1 - dh) * 16 + g]);
+        mx[1] = fmaxf(mx[1], xm[(1 - dh) * 16 + g + 8]);
+        tca_softmax<2, OT>(s, mx, m, l, acc);
+        tca_pack_p(own, s[0], s[1]);
+        xp[dh * 32 + lane] = make_uint4(own[0], own[1], own[2], own[3]);
+    }
+    __syncthreads();
+    if (!active)
+        return;
+    const uint4 o = xp[(1 - dh) * 32 + lane];
+    const uint32_t other[4] = {o.x, o.y, o.z, o.w};
+    uint32_t a[2][4]; /* by key half: selects, not an indexed array (local memory) */
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        a[0][i] = dh ? other[i] : own[i], a[1][i] = dh ? own[i] : other[i];
+    tca_pv<OT>(a, Ks, ld, dh, slice, n_ot, acc);
+}
+
+/* After the last tile of a split head tile: l = both warps' shares, added
+ * in slice order (xm reused: every read of the maxima precedes the last
+ * tile's second barrier). Every warp of the block calls it. */
+static __device__ __forceinline__ void tca_sum_pair(float (&l)[2], float *xm, int dh, bool active)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
+    if (active && q4 == 0)
+        xm[dh * 16 + g] = l[0], xm[dh * 16 + g + 8] = l[1];
+    __syncthreads();
+    if (active) {
+        l[0] = xm[g] + xm[16 + g];
+        l[1] = xm[g + 8] + xm[16 + g + 8];
+    }
+}
+
+/* Shared memory: the q rows and one tile of keys in bf16 (rows of d + 8),
+ * the tile's raw rows, each key's source and validity, and what the warps
+ * of a split head tile swap (4 head tiles: maxima, P). */
+template <int KVT> static size_t tca_smem(int heads, int d)
+{
+    return (size_t)(heads + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + (size_t)TCA_TK * tca_rawb<KVT>(d) +
+           TCA_TK * (sizeof(int2) + sizeof(int)) + 4 * 32 * sizeof(float) + 4 * 64 * sizeof(uint4);
 }
 
 /* HT head tiles of 16 a block; a thread accumulates 8 HT n8 tiles of
- * output (32 HT registers), so the narrow blocks (HT = 1, 117 registers)
- * fit two to a multiprocessor */
+ * output (32 HT registers), so the narrow blocks (HT = 1, 126 registers,
+ * 88 KB of shared memory with bf16 or FP8 KV) fit two to a multiprocessor */
 template <int KVT, int HT>
 __global__ __launch_bounds__(TCA_THREADS, HT == 1 ? 2 : 1) void attention_tc_kernel(
-    float *__restrict__ o, const float *__restrict__ q, const float *__restrict__ kv, const void *ring,
+    float *__restrict__ o, const float *__restrict__ q, const uint16_t *__restrict__ kvb, const void *ring,
     const float *__restrict__ ring_scale, const void *entries, const float *__restrict__ entry_scale,
     const int32_t *__restrict__ sel, const float *__restrict__ sinks, v4_step st, int H, int d, int window, int kind,
     int ratio, int epb, int topk, float scale, bool vec, float *__restrict__ part)
 {
     constexpr int HEADS = 16 * HT, SLICES = TCA_WARPS / HT; /* heads a block, channel slices */
     constexpr int OT = TCA_MAXD / (8 * SLICES);           /* most output n8 tiles a warp */
+    constexpr bool SPLIT_QK = SLICES == 2;                /* tca_tile_split */
     extern __shared__ __align__(16) unsigned char sm[];
     const int ld = d + 8; /* row stride in bf16: 16-byte rows, conflict-free ldmatrix */
     __nv_bfloat16 *Qs = (__nv_bfloat16 *)sm; /* [HEADS][ld] */
     __nv_bfloat16 *Ks = Qs + HEADS * ld;     /* [32][ld] */
-    int *kvalid = (int *)(Ks + TCA_TK * ld);   /* [32] */
+    const int rawb = tca_rawb<KVT>(d);
+    uint8_t *raw = (uint8_t *)(Ks + TCA_TK * ld); /* [32][rawb] */
+    int2 *kinfo = (int2 *)(raw + TCA_TK * rawb);  /* [32]: source, FP8 scale */
+    int *kvalid = (int *)(kinfo + TCA_TK);        /* [32] */
+    float *xm = (float *)(kvalid + TCA_TK);       /* [4][32] */
+    uint4 *xp = (uint4 *)(xm + 4 * 32);           /* [4][64] */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t t = blockIdx.x;
     const int h0 = blockIdx.y * HEADS;
@@ -199,6 +481,17 @@ __global__ __launch_bounds__(TCA_THREADS, HT == 1 ? 2 : 1) void attention_tc_ker
         k_end = k_begin + sp.per < tk.total ? k_begin + sp.per : tk.total;
     }
 
+    /* the first tile's copies fly while q is staged */
+    const int64_t ntiles = (k_end - k_begin + TCA_TK - 1) / TCA_TK;
+    tca_loc cur = tca_resolve<KVT>(tk, k_begin, t, sel, kind, epb, topk, window, entries, entry_scale, ring,
+                                   ring_scale, warp, lane);
+    tca_loc nxt = cur;
+    if (ntiles > TCA_BATCH)
+        nxt = tca_resolve<KVT>(tk, k_begin + TCA_BATCH * TCA_TK, t, sel, kind, epb, topk, window, entries,
+                               entry_scale, ring, ring_scale, warp, lane);
+    if (ntiles > 0)
+        tca_issue<KVT>(cur, 0, 0, raw, rawb, kinfo, kvb, ring, entries, d, warp, lane);
+    tc_commit();
     if (vec)
         tca_stage_q_vec<HEADS>(Qs, ld, q, t, H, h0);
     else
@@ -211,119 +504,37 @@ __global__ __launch_bounds__(TCA_THREADS, HT == 1 ? 2 : 1) void attention_tc_ker
     /* the sink (exp(sink - m) = 1) belongs to the first run; the others start empty */
     const bool sink = run == 0;
     float m[2] = {!sink ? -INFINITY : ha < H ? sinks[ha] : 0.0f, !sink ? -INFINITY : hb < H ? sinks[hb] : 0.0f};
-    float l[2] = {sink ? 1.0f : 0.0f, sink ? 1.0f : 0.0f};
+    const float l0 = sink && (!SPLIT_QK || dh == 0) ? 1.0f : 0.0f; /* split: slice 0 holds the sink's share */
+    float l[2] = {l0, l0};
     float acc[OT][4];
 #pragma unroll
     for (int i = 0; i < OT; i++)
         acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
-    for (int64_t tile0 = k_begin; tile0 < k_end; tile0 += TCA_TK) {
+    for (int64_t tile = 0; tile < ntiles; tile++) {
+        tc_wait<0>();
         __syncthreads(); /* the previous tile has been consumed (and Qs written) */
-        /* the warp's TCA_KPW keys: every key's location first (their index
-         * loads overlap), then each key's channels with all loads in flight */
-        att_key keys[TCA_KPW];
-#pragma unroll
-        for (int u = 0; u < TCA_KPW; u++)
-            keys[u] = att_key_at<KVT>(tk, tile0 + warp + u * TCA_WARPS, t, sel, kind, epb, topk, window, entries,
-                                      entry_scale, ring, ring_scale);
-#pragma unroll
-        for (int u = 0; u < TCA_KPW; u++) {
-            const int kt = warp + u * TCA_WARPS;
-            __nv_bfloat16 *dst = Ks + kt * ld;
-            if (vec) {
-                tca_gather_vec<KVT>(dst, keys[u], kv, lane);
-            } else {
-                float v[TCA_MAXD / 32];
-                att_key_load<KVT, TCA_MAXD / 32, 32>(v, keys[u], kv, d, lane);
-#pragma unroll
-                for (int j = 0; j < TCA_MAXD / 32; j++)
-                    if (lane + 32 * j < d)
-                        dst[lane + 32 * j] = __float2bfloat16_rn(v[j]);
-            }
-            if (lane == 0)
-                kvalid[kt] = keys[u].valid;
-        }
+        tca_convert<KVT>(Ks, ld, raw, rawb, kinfo, kvalid, d, warp, lane);
         __syncthreads();
-        if (!active)
-            continue;
-
-        /* S = Q K^T for the warp's 16 heads and the tile's 32 keys */
-        float s[4][4];
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-#pragma unroll 4 /* ldmatrix loads of later k-steps issue ahead of the MMAs */
-        for (int k0 = 0; k0 < d; k0 += 16) {
-            uint32_t a[4];
-            ldsm_x4(a, Qs + (hw * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + k0 + (lane >> 4) * 8);
-#pragma unroll
-            for (int np = 0; np < 2; np++) {
-                uint32_t b[4];
-                ldsm_x4(b, Ks + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * ld + k0 + ((lane >> 3) & 1) * 8);
-                mma_bf16(s[2 * np], a, b[0], b[1]);
-                mma_bf16(s[2 * np + 1], a, b[2], b[3]);
+        if (tile + 1 < ntiles) { /* the next tile's copies, in flight during this tile's products */
+            const int64_t j0 = (tile + 1) / TCA_BATCH * TCA_BATCH;
+            if (j0 == tile + 1) {
+                cur = nxt;
+                if (j0 + TCA_BATCH < ntiles)
+                    nxt = tca_resolve<KVT>(tk, k_begin + (j0 + TCA_BATCH) * TCA_TK, t, sel, kind, epb, topk, window,
+                                           entries, entry_scale, ring, ring_scale, warp, lane);
             }
+            tca_issue<KVT>(cur, tile + 1, j0, raw, rawb, kinfo, kvb, ring, entries, d, warp, lane);
         }
-
-        /* online softmax: rows g (c0, c1) and g + 8 (c2, c3); a row's 32
-         * keys are spread over the 4 threads of a quad */
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int key = nt * 8 + q4 * 2 + (j & 1);
-                s[nt][j] = kvalid[key] ? s[nt][j] * scale : -INFINITY;
-                mx[j >> 1] = fmaxf(mx[j >> 1], s[nt][j]);
-            }
-        float corr[2], sum[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float mnew = fmaxf(m[r], mx[r]);
-            corr[r] = mnew == -INFINITY ? 1.0f : expf(m[r] - mnew); /* a run with no valid key yet */
-            m[r] = mnew;
-        }
-#pragma unroll
-        for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const float pv = s[nt][j] == -INFINITY ? 0.0f : expf(s[nt][j] - m[j >> 1]);
-                s[nt][j] = pv;
-                sum[j >> 1] += pv;
-            }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
-            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
-            l[r] = l[r] * corr[r] + sum[r];
-        }
-#pragma unroll
-        for (int i = 0; i < OT; i++) {
-            acc[i][0] *= corr[0], acc[i][1] *= corr[0];
-            acc[i][2] *= corr[1], acc[i][3] *= corr[1];
-        }
-
-        /* O += P V over the warp's slice of the channels; the scores' C
-         * fragments of two adjacent key tiles are P's A fragment */
-#pragma unroll
-        for (int kk = 0; kk < 2; kk++) {
-            const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                   pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-            for (int np = 0; np < OT / 2; np++) {
-                if (2 * np >= n_ot)
-                    break;
-                const int n0 = dh * slice + np * 16;
-                uint32_t b[4];
-                ldsm_x4_t(b, Ks + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * ld + n0 + (lane >> 4) * 8);
-                mma_bf16(acc[2 * np], a, b[0], b[1]);
-                mma_bf16(acc[2 * np + 1], a, b[2], b[3]);
-            }
-        }
+        tc_commit();
+        if constexpr (SPLIT_QK)
+            tca_tile_split(Qs, Ks, ld, d, kvalid, scale, xm + hw * 32, xp + hw * 64, hw, dh, slice, n_ot, active, m,
+                           l, acc);
+        else if (active)
+            tca_tile(Qs, Ks, ld, d, kvalid, scale, hw, dh, slice, n_ot, m, l, acc);
     }
+    if constexpr (SPLIT_QK) /* the row sums: this warp's keys and its partner's, added in slice order */
+        tca_sum_pair(l, xm + hw * 32, dh, active);
     if (!active)
         return;
     /* the rows of heads ha and hb (NULL past H): with split keys the run's
@@ -437,16 +648,16 @@ template <int KVT>
 static cudaError_t tca_allow_smem(void)
 {
     cudaError_t e = cudaFuncSetAttribute(attention_tc_kernel<KVT, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)tca_smem(64, TCA_MAXD));
+                                         (int)tca_smem<KVT>(64, TCA_MAXD));
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(attention_tc_kernel<KVT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)tca_smem(16, TCA_MAXD));
+                                 (int)tca_smem<KVT>(16, TCA_MAXD));
     return e;
 }
 
 int cu_attention_tc_init(cu_backend *cb, v4_err *err)
 {
-    const size_t need = tca_smem(64, TCA_MAXD);
+    const size_t need = tca_smem<KV_F32>(64, TCA_MAXD); /* the most of any KV type */
     if (need > cb->smem_optin)
         return v4_errf(err, "cuda: tensor-core attention needs %zu bytes of shared memory; the device allows %zu",
                        need, cb->smem_optin);
@@ -462,27 +673,33 @@ int cu_attention_tc_init(cu_backend *cb, v4_err *err)
     return 0;
 }
 
-void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
+bool cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, const v4_layer_kv *lkv,
                      const int32_t *sel, const float *sinks, const v4_step *st, const v4_attn_shape *sh)
 {
     const int n = st->n_tokens, H = sh->n_heads, d = sh->head_dim;
+    /* the keys are copied in 16-byte pieces: pools and step buffers are
+     * cudaMalloc'd, the check keeps any other caller correct (on the plain
+     * kernel) */
+    if ((uintptr_t)lkv->ring % 16 != 0 || (uintptr_t)lkv->entries % 16 != 0)
+        return false;
     const bool split = n <= TCA_SPLIT_MAX_TOKENS;
     if (split && !cu_grow(cb, (void **)&cb->att_part, &cb->att_part_bytes,
                           (size_t)n * TCA_SPLITS * H * (d + 2) * sizeof(float), "attention (split keys)"))
-        return;
+        return true;
+    if (!cu_grow(cb, (void **)&cb->att_kvb, &cb->att_kvb_bytes, (size_t)n * d * sizeof(uint16_t),
+                 "attention (the step's keys in bf16)"))
+        return true;
+    cu_to_bf16(cb, cb->att_kvb, kv, (int64_t)n * d);
     float *part = split ? cb->att_part : NULL;
     /* 16-head blocks need 64-channel warp slices in whole 16-channel steps */
     const int ht = n <= TCA_NARROW_MAX_TOKENS && d % (16 * TCA_WARPS) == 0 ? 1 : 4;
     const dim3 grid((unsigned)n, (unsigned)((H + 16 * ht - 1) / (16 * ht)), split ? TCA_SPLITS : 1);
     const float scale = 1.0f / sqrtf((float)d);
-    /* the 16-byte path for the model's head size; pools and step buffers are
-     * cudaMalloc'd, the check keeps any other caller correct */
-    const bool vec = d == TCA_MAXD && (uintptr_t)q % 16 == 0 && (uintptr_t)kv % 16 == 0 &&
-                     (uintptr_t)lkv->ring % 16 == 0 && (uintptr_t)lkv->entries % 16 == 0;
+    const bool vec = d == TCA_MAXD && (uintptr_t)q % 16 == 0; /* q staged in 16-byte pieces */
 #define TCA_LAUNCH(HT)                                                                                                \
     CU_KV_DISPATCH(cb->kv_type,                                                                                      \
-                   (attention_tc_kernel<KVT, HT><<<grid, TCA_THREADS, tca_smem(16 * HT, d), cb->stream>>>(          \
-                       o, q, kv, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st, H, d,  \
+                   (attention_tc_kernel<KVT, HT><<<grid, TCA_THREADS, tca_smem<KVT>(16 * HT, d), cb->stream>>>(     \
+                       o, q, cb->att_kvb, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st, H, d,  \
                        sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block, sh->topk, scale, vec, part)))
     if (ht == 1)
         TCA_LAUNCH(1);
@@ -491,8 +708,9 @@ void cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, 
 #undef TCA_LAUNCH
     cu_launched(cb, "attention_tc");
     if (!split)
-        return;
+        return true;
     attention_combine_kernel<<<dim3((unsigned)n, (unsigned)H), TCA_COMBINE_THREADS, 0, cb->stream>>>(
         o, part, *st, H, d, sh->window, (int)sh->kind, sh->ratio, sh->topk);
     cu_launched(cb, "attention_combine");
+    return true;
 }

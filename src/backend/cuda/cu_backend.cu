@@ -745,6 +745,7 @@ extern "C" void backend_cuda_destroy(v4_backend *be)
     cudaFree(cb->idx_scratch);
     cudaFree(cb->hc_part);
     cudaFree(cb->att_part);
+    cudaFree(cb->att_kvb);
     cudaFree(cb->smp_best);
     cudaFree(cb->meta_dev);
     if (cb->meta_host)

@@ -85,6 +85,8 @@ typedef struct cu_backend {
     size_t hc_part_bytes;
     float *att_part;       /* attention's split-key run records, grown outside capture (attention_tc.cu) */
     size_t att_part_bytes;
+    uint16_t *att_kvb;     /* the step's kv rows in bf16, copied by the attention kernel (attention_tc.cu) */
+    size_t att_kvb_bytes;
     uint64_t *smp_best;    /* sampling's per-chunk largest logits, grown outside capture (sample.cu) */
     size_t smp_best_bytes;
     int gemv_max_tokens;   /* steps of at most this many tokens take gemv.cu's kernels (0: none) */
