@@ -169,17 +169,18 @@ static __device__ __forceinline__ tca_loc tca_resolve(const att_tok &tk, int64_t
     return l;
 }
 
-/* Bytes of an element of a stored row (this step's rows: 2, bf16). */
-template <int KVT> static __host__ __device__ __forceinline__ int tca_esize()
-{
-    return KVT == KV_F32 ? 4 : KVT == KV_BF16 ? 2 : 1;
-}
-
-/* Bytes of a raw row: the larger of a stored row and a bf16 one. */
+/* Bytes of a raw row: the larger of a stored row and a bf16 one (this
+ * step's rows). */
 template <int KVT> static __host__ __device__ __forceinline__ int tca_rawb(int d)
 {
     return d * (KVT == KV_F32 ? 4 : 2);
 }
+
+/* What the two warps of a split head tile swap, per head tile (at most 4 a
+ * block): their rows' maxima, then sums (floats), and their halves of P (one
+ * 16-byte fragment a lane). */
+#define TCA_XM 32
+#define TCA_XP 64
 
 /* Issues the copies of the warp's keys of tile j (the lanes' batch `cur`
  * starts at tile j0) into their raw rows, and records each key's source. */
@@ -188,16 +189,17 @@ static __device__ __forceinline__ void tca_issue(const tca_loc &cur, int64_t j, 
                                                  int2 *kinfo, const uint16_t *kvb, const void *ring,
                                                  const void *entries, int d, int warp, int lane)
 {
+    constexpr int ES = kv_elem_size(KVT); /* bytes of a stored channel */
 #pragma unroll
     for (int u = 0; u < TCA_KPW; u++) {
         const int from = (int)(j - j0) * TCA_KPW + u, kt = warp + u * TCA_WARPS;
         const int src = __shfl_sync(0xffffffffu, cur.src, from);
         const float sc = __shfl_sync(0xffffffffu, cur.scale, from);
         const int64_t vec = __shfl_sync(0xffffffffu, cur.vec, from);
-        const int bytes = src == TCA_LIVE ? d * 2 : d * tca_esize<KVT>();
+        const int bytes = src == TCA_LIVE ? d * 2 : d * ES;
         const uint8_t *row = src == TCA_LIVE   ? (const uint8_t *)kvb + vec * d * 2
-                             : src == TCA_RING ? (const uint8_t *)ring + vec * d * tca_esize<KVT>()
-                                               : (const uint8_t *)entries + vec * d * tca_esize<KVT>();
+                             : src == TCA_RING ? (const uint8_t *)ring + vec * d * ES
+                                               : (const uint8_t *)entries + vec * d * ES;
         if (src != TCA_NONE)
             for (int p = lane; p * 16 < bytes; p += 32)
                 tc_cp16(raw + kt * rawb + p * 16, row + p * 16, 16);
@@ -440,7 +442,7 @@ static __device__ __forceinline__ void tca_sum_pair(float (&l)[2], float *xm, in
 template <int KVT> static size_t tca_smem(int heads, int d)
 {
     return (size_t)(heads + TCA_TK) * (d + 8) * sizeof(__nv_bfloat16) + (size_t)TCA_TK * tca_rawb<KVT>(d) +
-           TCA_TK * (sizeof(int2) + sizeof(int)) + 4 * 32 * sizeof(float) + 4 * 64 * sizeof(uint4);
+           TCA_TK * (sizeof(int2) + sizeof(int)) + 4 * (TCA_XM * sizeof(float) + TCA_XP * sizeof(uint4));
 }
 
 /* HT head tiles of 16 a block; a thread accumulates 8 HT n8 tiles of
@@ -464,8 +466,8 @@ __global__ __launch_bounds__(TCA_THREADS, HT == 1 ? 2 : 1) void attention_tc_ker
     uint8_t *raw = (uint8_t *)(Ks + TCA_TK * ld); /* [32][rawb] */
     int2 *kinfo = (int2 *)(raw + TCA_TK * rawb);  /* [32]: source, FP8 scale */
     int *kvalid = (int *)(kinfo + TCA_TK);        /* [32] */
-    float *xm = (float *)(kvalid + TCA_TK);       /* [4][32] */
-    uint4 *xp = (uint4 *)(xm + 4 * 32);           /* [4][64] */
+    float *xm = (float *)(kvalid + TCA_TK);       /* [4][TCA_XM] */
+    uint4 *xp = (uint4 *)(xm + 4 * TCA_XM);       /* [4][TCA_XP] */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t t = blockIdx.x;
     const int h0 = blockIdx.y * HEADS;
@@ -528,13 +530,13 @@ __global__ __launch_bounds__(TCA_THREADS, HT == 1 ? 2 : 1) void attention_tc_ker
         }
         tc_commit();
         if constexpr (SPLIT_QK)
-            tca_tile_split(Qs, Ks, ld, d, kvalid, scale, xm + hw * 32, xp + hw * 64, hw, dh, slice, n_ot, active, m,
-                           l, acc);
+            tca_tile_split(Qs, Ks, ld, d, kvalid, scale, xm + hw * TCA_XM, xp + hw * TCA_XP, hw, dh, slice, n_ot,
+                           active, m, l, acc);
         else if (active)
             tca_tile(Qs, Ks, ld, d, kvalid, scale, hw, dh, slice, n_ot, m, l, acc);
     }
     if constexpr (SPLIT_QK) /* the row sums: this warp's keys and its partner's, added in slice order */
-        tca_sum_pair(l, xm + hw * 32, dh, active);
+        tca_sum_pair(l, xm + hw * TCA_XM, dh, active);
     if (!active)
         return;
     /* the rows of heads ha and hb (NULL past H): with split keys the run's
@@ -699,8 +701,9 @@ bool cu_attention_tc(cu_backend *cb, float *o, const float *q, const float *kv, 
 #define TCA_LAUNCH(HT)                                                                                                \
     CU_KV_DISPATCH(cb->kv_type,                                                                                      \
                    (attention_tc_kernel<KVT, HT><<<grid, TCA_THREADS, tca_smem<KVT>(16 * HT, d), cb->stream>>>(     \
-                       o, q, cb->att_kvb, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks, *st, H, d,  \
-                       sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block, sh->topk, scale, vec, part)))
+                       o, q, cb->att_kvb, lkv->ring, lkv->ring_scale, lkv->entries, lkv->entry_scale, sel, sinks,   \
+                       *st, H, d, sh->window, (int)sh->kind, sh->ratio, sh->entries_per_block, sh->topk, scale, vec, \
+                       part)))
     if (ht == 1)
         TCA_LAUNCH(1);
     else

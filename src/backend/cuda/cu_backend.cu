@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cuda/cu_internal.h"
+#include "backend/cuda/cu_device.cuh"
 
 extern "C" {
 
@@ -328,7 +328,6 @@ static void kv_unregister(cu_backend *cb, const void *data)
         }
 }
 
-static size_t kv_elem_size(int kv_type) { return kv_type == KV_F32 ? 4 : kv_type == KV_BF16 ? 2 : 1; }
 
 /* Zeroed device array (state starts defined, so sanitizers see no garbage). */
 static void *kv_array(cu_backend *cb, size_t bytes, v4_err *err)

@@ -327,6 +327,12 @@ static __device__ __forceinline__ void wload4(const cu_wdesc &w, int64_t row, in
 
 /* ---- KV state elements ---- */
 
+/* Bytes of one stored KV channel of type kv_type. */
+static __host__ __device__ constexpr int kv_elem_size(int kv_type)
+{
+    return kv_type == KV_F32 ? 4 : kv_type == KV_BF16 ? 2 : 1;
+}
+
 /* Element i of a stored KV array (scale: the vector's FP8 scale). */
 template <int KVT> static __device__ __forceinline__ float kv_load(const void *base, int64_t i, float scale)
 {
