@@ -54,7 +54,7 @@
  * The MoE's MXFP4 tiles of 64 tokens (WG, moe.cu) keep the A fragments and K
  * order but multiply with wgmma (wgmma.cuh): each k-step is one instruction
  * per tile reading x from shared memory, where x arrives by cp.async in the
- * same stages as the weights (rows stored in tc_wg_perm order), and two
+ * same stages as the weights (rows stored in tc_wg_perm order), and four
  * warpgroups of 128 rows share each x stage. Same sums, same bits as
  * mma.sync (tc_batch_invariance compares the tiles). */
 #ifndef V4_BACKEND_CUDA_GEMM_TC_CUH
@@ -89,8 +89,9 @@ template <int FMT, int NT, int NSUB = 1, bool WG = false> struct tc_geom {
          * blocks better than 3 of 396); FP8 at NT = 64 makes room for the
          * quarter sums with 3 (each as long as 2 stages at NT = 32); MXFP4
          * up to NT = 16 with 2, so that a multiprocessor holds 4 MoE blocks
-         * (moe.cu); with wgmma 3 (201 KB: one block a multiprocessor) */
-        STAGES = WG                                                           ? 3
+         * (moe.cu); with wgmma 2 (202 KB for four warpgroups: one block a
+         * multiprocessor) */
+        STAGES = WG                                                           ? 2
                  : tc_fmt_traits<FMT>::STAGES == 2 && NT <= 16 && NSUB == 1 ? 3
                  : (FMT == CW_FP8 || FMT == CW_FP8FNUZ) && NT > 32      ? 3
                  : FMT == CW_MXFP4 && NT <= 16 && NSUB == 1             ? 2
@@ -102,10 +103,14 @@ template <int FMT, int NT, int NSUB = 1, bool WG = false> struct tc_geom {
         KS = UPT * SPU,         /* k16 steps per stage */
         XS_ROW = NT * 32 + 16,  /* bytes of one k-step of staged x (padded against store conflicts) */
         /* warpgroups of TC_THREADS a block, each with its own TC_ROWS rows
-         * and weight stages; with wgmma two, which share the x stages: a
+         * and weight stages; with wgmma four, which share the x stages: a
          * block of 128 rows was bound by L2 (Nsight Compute, moe up at 2048
-         * tokens: L2 at 94%, DRAM 39%; x was 2/3 of the bytes) */
-        GROUPS = WG ? 2 : 1,
+         * tokens: L2 at 94%, DRAM 39%; x was 2/3 of the bytes), and the
+         * warps wait on their own dequantization chains, so more of them a
+         * multiprocessor pay (H100, 8K prefill: moe_experts 57.5 ms with
+         * two warpgroups of 255 registers and 3 stages, 49.9 with three of
+         * 168 and 2 stages, 48.4 with four of 128) */
+        GROUPS = WG ? 4 : 1,
         W_BYTES = GROUPS * STAGES * TC_ROWS * RB,
         SC_BYTES = FMT == CW_MXFP4 ? GROUPS * STAGES * TC_ROWS * 8 : 0,
         XB_BYTES = KS * XS_ROW,  /* staged x of one sub-stage */
@@ -624,7 +629,8 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false, bool WG = false>
 #pragma unroll
                 for (int hr = 0; hr < 2; hr++)
                     deq_scaled<BIG>(ks, raw[t][hr], m1[t][hr], m2[t][hr], a[t][hr]);
-            const uint64_t desc = wg_desc(xb + j * G::XS_ROW);
+            static_assert(G::XS_ROW % 16 == 0, "k-steps of x at 16-byte steps");
+            const uint64_t desc = wg_desc(wg_desc_lo(xb) + j * (G::XS_ROW / 16));
             wg_fence();
 #pragma unroll
             for (int t = 0; t < TC_MT; t++)

@@ -22,7 +22,7 @@
  * up and down run on the tensor cores (gemm_tc.cuh: 64 intermediate columns
  * of w1 and w3, or 128 rows of w2, against a tile of NT pairs; an expert's
  * weights are read once per step when its pairs fit one tile; MXFP4 tiles
- * of 64 pairs, prefill's, on wgmma with two warpgroups a block) unless the
+ * of 64 pairs, prefill's, on wgmma with four warpgroups a block) unless the
  * backend was created with V4_CUDA_PLAIN=1, which selects the SIMT kernels
  * (8 columns / 16 rows per block, fp32 products).
  * Steps of a few tokens skip the permutation: gemv.cu's matrix-vector
@@ -336,7 +336,7 @@ __global__ __launch_bounds__(GEMM_THREADS) void moe_down_kernel(moe_plan p, cons
  * rows are stored with each 256-column stage in tc_wg_perm order. */
 #define MOE_WG(NT) ((NT) == 64)
 
-/* Threads and weight rows of a block of tile NT (two warpgroups with wgmma). */
+/* Threads and weight rows of a block of tile NT (four warpgroups with wgmma). */
 #define MOE_GROUPS(NT) (tc_geom<CW_MXFP4, NT, 1, MOE_WG(NT)>::GROUPS)
 #define MOE_THREADS(NT) (TC_THREADS * MOE_GROUPS(NT))
 
@@ -355,8 +355,8 @@ __global__ void moe_to_bf16_wg_kernel(uint16_t *__restrict__ dst, const float *_
 
 /* Tensor-core up: h[slot][j] = swiglu(w1[e][j] . x, w3[e][j] . x) for the
  * block's 64 columns j (slots 0..63 read w1, 64..127 w3: a thread holds g
- * and u of the same (j, pair); 64 more for the second warpgroup of a wgmma
- * block); grid (I / (64 * MOE_GROUPS), work). x and h are bf16
+ * and u of the same (j, pair); 64 more for each further warpgroup of a
+ * wgmma block); grid (I / (64 * MOE_GROUPS), work). x and h are bf16
  * (xb: the step's x rounded once; h as the down kernel reads it), which
  * halves what each block reads from L2 for its tokens (Nsight Compute at
  * 256 tokens with fp32 x: L2 at 91% of its throughput, DRAM at 68%). */
@@ -597,9 +597,11 @@ extern "C" void cu_moe_experts(v4_backend *be, float *y, const float *x, const i
         } else {
             cu_to_bf16(cb, xb, x, (int64_t)n * D);
         }
-        const int groups = wide ? MOE_GROUPS(64) : 1; /* I and D are multiples of 256 when wide */
-        const dim3 gup((unsigned)((I + TC_ROWS / 2 - 1) / (TC_ROWS / 2) / groups), (unsigned)p.max_work);
-        const dim3 gdown((unsigned)((D + TC_ROWS - 1) / TC_ROWS / groups), (unsigned)p.max_work);
+        /* blocks of `groups` warpgroups; the last may run past I or D (its rows past them read as zeros) */
+        const int64_t groups = wide ? MOE_GROUPS(64) : 1;
+        const int64_t up_rows = TC_ROWS / 2 * groups, down_rows = TC_ROWS * groups;
+        const dim3 gup((unsigned)((I + up_rows - 1) / up_rows), (unsigned)p.max_work);
+        const dim3 gdown((unsigned)((D + down_rows - 1) / down_rows), (unsigned)p.max_work);
         if (wide) {
             launch_up_tc<CW_MXFP4, 64>(cb, gup, p, tab->dev, E, xb, k, D, I, limit, wal, xal_up);
             cu_launched(cb, "moe_up_wg");

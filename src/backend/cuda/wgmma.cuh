@@ -30,12 +30,18 @@ static __device__ __forceinline__ int wg_b_offset(int n, int c, int h)
     return (n >> 3) * WG_SBO + h * WG_LBO + (n & 7) * 16 + c * 4;
 }
 
-/* Matrix descriptor of a k16 block of B at shared address p (16-byte aligned). */
-static __device__ __forceinline__ uint64_t wg_desc(const void *p)
+/* The low word of the matrix descriptor of a k16 block of B at shared
+ * address p (16-byte aligned): the address field (bits 0-13, address >> 4)
+ * and the leading byte offset; the high word is the constant stride. A
+ * block `step` 16-byte units further is wg_desc(lo + step): the address of
+ * anything in shared memory (< 256 KB) fits the field without a carry. */
+static __device__ __forceinline__ uint32_t wg_desc_lo(const void *p)
 {
     const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    return (uint64_t)((a & 0x3FFFFu) >> 4) | (uint64_t)(WG_LBO >> 4) << 16 | (uint64_t)(WG_SBO >> 4) << 32;
+    return ((a & 0x3FFFFu) >> 4) | (uint32_t)(WG_LBO >> 4) << 16;
 }
+
+static __device__ __forceinline__ uint64_t wg_desc(uint32_t lo) { return (uint64_t)lo | (uint64_t)(WG_SBO >> 4) << 32; }
 
 static __device__ __forceinline__ void wg_fence_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
