@@ -439,6 +439,51 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false, bool WG = false>
         }
     }
 
+    /* WG: the two weight rows this thread copies (slots tid/2 and 64 +
+     * tid/2), found once per block: a row past its matrix's end is copied
+     * as zeros from the matrix's last row (a 0-byte cp.async still takes an
+     * address inside it). WG blocks run only on 16-byte aligned rows. */
+    struct wg_rows {
+        const uint8_t *data[2], *scale[2];
+        bool valid[2];
+    };
+    __device__ __forceinline__ wg_rows wg_rows_of() const
+    {
+        wg_rows r;
+        const int r0 = tid() >> 1;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t row = rs.base[h] + r0, at = row < rs.end[h] ? row : rs.end[h] - 1;
+            r.valid[h] = row < rs.end[h];
+            r.data[h] = rs.w[h].data + at * rowbytes;
+            r.scale[h] = rs.w[h].scale + at * srowbytes;
+        }
+        return r;
+    }
+
+    /* WG: load_stage from the rows of wg_rows_of: four pointers held
+     * instead of the matrices' descriptors and row ranges, which spilled at
+     * 128 registers, and whose reloads after each stage's copies were the
+     * largest single stall (Nsight Compute source counters at 2048 tokens:
+     * 8% of the up kernel's warp samples, 15% of the down kernel's). */
+    __device__ __forceinline__ void load_stage_wg(const wg_rows &src, int i, int b) const
+    {
+        static_assert(WG && FMT == CW_MXFP4, "the WG blocks' rows are MXFP4");
+        uint8_t *wd = wbuf(b), *sd = sbuf(b);
+        const int r0 = tid() >> 1, odd = tid() & 1;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = 64 * h + r0, swz = (r & 1) << 2;
+            const uint8_t *rp = src.data[h] + i * G::RB;
+#pragma unroll
+            for (int u = 0; u < G::UR / 2; u++) {
+                const int off = 16 * (2 * u + odd);
+                tc_cp16(wd + r * G::RB + 16 * ((2 * u + odd) ^ swz), rp + off, src.valid[h] ? 16 : 0);
+            }
+            tc_cp4(sd + r * 8 + 4 * odd, src.scale[h] + i * 8 + 4 * odd, src.valid[h] ? 4 : 0);
+        }
+    }
+
     /* Loads this thread's pieces of part p of the x columns of block stage i. */
     __device__ __forceinline__ void x_load(int i, int per_q, int p, xword (&xv)[G::XOPP][XW]) const
     {
@@ -583,6 +628,20 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false, bool WG = false>
         }
     }
 
+    /* The multipliers of a row's weights in unit u (MXFP4: the row's scale
+     * byte of the unit in buffer sb; FP8: its block scale fs). */
+    template <bool BIG>
+    static __device__ __forceinline__ void row_scale(const uint8_t *sb, int slot, int u, uint32_t fs, uint32_t &m1,
+                                                     uint32_t &m2)
+    {
+        if (FMT == CW_MXFP4)
+            tc_scale_mul<FMT, BIG>(sb[slot * 8 + (threadIdx.x & 3) + 4 * u], m1, m2);
+        else if (SCALED)
+            tc_scale_mul<FMT, BIG>(fs, m1, m2);
+        else
+            m1 = m2 = 0;
+    }
+
     /* Part p of one stage of this warp: acc[t][nt] += W_tile(t) . x_tile(nt)
      * over the k-steps of units p*UPP .. (p+1)*UPP - 1, from weight buffer b
      * and x sub-buffer xb. */
@@ -595,24 +654,48 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false, bool WG = false>
 #pragma unroll
         for (int uu = 0; uu < G::UPP; uu++) {
             const int u = p * G::UPP + uu;
-            uint4 raw[TC_MT][2];
             uint32_t m1[TC_MT][2], m2[TC_MT][2];
+            if constexpr (WG) {
+                const uint8_t *unit[TC_MT][2]; /* this thread's 16 bytes of the unit in each of its 4 rows */
 #pragma unroll
-            for (int t = 0; t < TC_MT; t++)
+                for (int t = 0; t < TC_MT; t++)
 #pragma unroll
-                for (int hr = 0; hr < 2; hr++) {
-                    const int slot = slot0(t) + g + 8 * hr;
-                    raw[t][hr] = *(const uint4 *)(wb + slot * G::RB + 16 * ((c + 4 * u) ^ ((g & 1) << 2)));
-                    if (FMT == CW_MXFP4)
-                        tc_scale_mul<FMT, BIG>(sb[slot * 8 + c + 4 * u], m1[t][hr], m2[t][hr]);
-                    else if (SCALED)
-                        tc_scale_mul<FMT, BIG>(fs[t][hr], m1[t][hr], m2[t][hr]);
-                    else
-                        m1[t][hr] = m2[t][hr] = 0;
+                    for (int hr = 0; hr < 2; hr++) {
+                        const int slot = slot0(t) + g + 8 * hr;
+                        unit[t][hr] = wb + slot * G::RB + 16 * ((c + 4 * u) ^ ((g & 1) << 2));
+                        row_scale<BIG>(sb, slot, u, fs[t][hr], m1[t][hr], m2[t][hr]);
+                    }
+                /* a word of each row at a time (MXFP4: two k-steps), 4
+                 * registers instead of the unit's 16: at four warpgroups a
+                 * thread has 128 (with wg_rows, the up kernel spills 4
+                 * bytes and the down kernel none, against 16 and 32) */
+#pragma unroll
+                for (int wd = 0; wd < G::SPU / 2; wd++) {
+                    uint4 raw[TC_MT][2];
+#pragma unroll
+                    for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+                        for (int hr = 0; hr < 2; hr++) {
+                            const uint32_t v = *(const uint32_t *)(unit[t][hr] + 4 * wd);
+                            raw[t][hr] = make_uint4(v, v, v, v); /* tc_deq reads word ks / 2 = wd */
+                        }
+                    kstep<BIG>(2 * wd, u * G::SPU + 2 * wd, raw, m1, m2, xb, acc);
+                    kstep<BIG>(2 * wd + 1, u * G::SPU + 2 * wd + 1, raw, m1, m2, xb, acc);
                 }
+            } else {
+                uint4 raw[TC_MT][2];
 #pragma unroll
-            for (int ks = 0; ks < G::SPU; ks++)
-                kstep<BIG>(ks, u * G::SPU + ks, raw, m1, m2, xb, acc);
+                for (int t = 0; t < TC_MT; t++)
+#pragma unroll
+                    for (int hr = 0; hr < 2; hr++) {
+                        const int slot = slot0(t) + g + 8 * hr;
+                        raw[t][hr] = *(const uint4 *)(wb + slot * G::RB + 16 * ((c + 4 * u) ^ ((g & 1) << 2)));
+                        row_scale<BIG>(sb, slot, u, fs[t][hr], m1[t][hr], m2[t][hr]);
+                    }
+#pragma unroll
+                for (int ks = 0; ks < G::SPU; ks++)
+                    kstep<BIG>(ks, u * G::SPU + ks, raw, m1, m2, xb, acc);
+            }
         }
     }
 
@@ -791,11 +874,12 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false, bool WG = false>
         const int nst = C / G::S;
         const uint32_t fs[TC_MT][2] = {{0, 0}, {0, 0}}; /* FP8's block scales: unused */
         zero(acc);
+        const wg_rows src = wg_rows_of();
         __syncthreads(); /* xrows written by the caller */
 #pragma unroll
         for (int s = 0; s < ST - 1; s++) {
             if (s < nst) {
-                load_stage(s, s, 1);
+                load_stage_wg(src, s, s);
                 x_copy(s, s);
             }
             tc_commit();
@@ -805,7 +889,7 @@ template <int FMT, int NT, bool SPLIT = false, bool XB = false, bool WG = false>
             wg_fence_smem(); /* this thread's copies, visible to the wgmma after the barrier */
             __syncthreads();
             if (s + ST - 1 < nst) { /* into the buffer of stage s - 1, whose wgmma finished below */
-                load_stage(s + ST - 1, (s + ST - 1) % ST, 1);
+                load_stage_wg(src, s + ST - 1, (s + ST - 1) % ST);
                 x_copy(s + ST - 1, (s + ST - 1) % ST);
             }
             tc_commit();
