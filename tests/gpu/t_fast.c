@@ -532,7 +532,8 @@ static void run_moe(const moe_case *cs, size_t n, const char *test)
 }
 
 /* Every expert format, intermediate sizes that leave a partial 64-column
- * slice, rows that are not 16-byte aligned (element-load path), skewed
+ * slice (or, on the wgmma tiles, a partial block of rows), rows that are
+ * not 16-byte aligned (element-load path), skewed
  * routing (some experts with many pairs: several tiles), token counts
  * around the pair tiles. */
 void test_tc_moe_formats(void)
@@ -541,6 +542,8 @@ void test_tc_moe_formats(void)
         {WF_MXFP4, DT_MXFP4, 320, 96, 8, 2, 3, 10.0f, false, false, 3e-2},
         {WF_MXFP4, DT_MXFP4, 320, 96, 8, 2, 129, 1.0f, true, false, 3e-2},
         {WF_MXFP4, DT_MXFP4, 512, 256, 16, 4, 257, 10.0f, true, false, 3e-2},
+        /* wgmma tiles whose down blocks (512 rows) run past D = 768 */
+        {WF_MXFP4, DT_MXFP4, 768, 256, 16, 4, 257, 10.0f, false, false, 3e-2},
         {WF_FP8, DT_F8_E4M3, 200, 75, 5, 3, 37, 10.0f, true, false, 3e-2},
         {WF_FP8, DT_F8_E4M3, 256, 128, 8, 2, 17, 10.0f, false, false, 3e-2},
         {WF_PLAIN, DT_BF16, 136, 72, 16, 4, 1, 1.0f, false, false, 3e-2},

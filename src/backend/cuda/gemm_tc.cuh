@@ -109,7 +109,8 @@ template <int FMT, int NT, int NSUB = 1, bool WG = false> struct tc_geom {
          * warps wait on their own dequantization chains, so more of them a
          * multiprocessor pay (H100, 8K prefill: moe_experts 57.5 ms with
          * two warpgroups of 255 registers and 3 stages, 49.9 with three of
-         * 168 and 2 stages, 48.4 with four of 128) */
+         * 168 and 2 stages, 48.4 with four of 128, 46.3 once those no
+         * longer spilled: wg_rows_of, compute) */
         GROUPS = WG ? 4 : 1,
         W_BYTES = GROUPS * STAGES * TC_ROWS * RB,
         SC_BYTES = FMT == CW_MXFP4 ? GROUPS * STAGES * TC_ROWS * 8 : 0,
