@@ -135,6 +135,8 @@ static v4_model *open_tiny(v4_backend **be)
 
 /* A CPU has no matrix-product library: its GEMM rates are NaN. */
 static const v4_peaks CPU_PEAKS = {.copy_gbps = 10, .bf16_tflops = NAN, .fp8_tflops = NAN};
+/* GEMM rates to hold a prefill against (the CPU has none measured) */
+static const v4_peaks RATE_PEAKS = {.copy_gbps = 10, .bf16_tflops = 0.25, .fp8_tflops = 0.5};
 
 /* Parses the one JSON line f holds. */
 static json_t *read_line(FILE *f)
@@ -170,7 +172,7 @@ static void test_bench_prefill(void **state)
     v4_model *m = open_tiny(&be);
     bench_prefill_result r;
     v4_err err;
-    if (bench_prefill(m, 100, 32, &CPU_PEAKS, &r, &err))
+    if (bench_prefill(m, 100, 32, &RATE_PEAKS, &r, &err))
         fail_msg("bench_prefill: %s", err.msg);
     assert_int_equal(r.tokens, 100);
     assert_true(r.seconds > 0 && r.tok_s > 0);
@@ -184,7 +186,8 @@ static void test_bench_prefill(void **state)
     }
     assert_true(fabs(sum(r.fam_flops) - flops) <= 1e-9 * flops);
     assert_true(fabs(r.tflops * 1e12 * r.seconds - flops) <= 1e-6 * flops);
-    assert_true(isnan(r.flop_ratio));
+    assert_true(fabs(r.flop_ratio - r.tflops / 0.5) <= 1e-12 * r.flop_ratio);
+    assert_true(fabs(r.bf16_ratio - r.tflops / 0.25) <= 1e-12 * r.bf16_ratio);
     check_split(r.fam_ms, r.prof_ms, r.ops, r.n_ops);
     /* the profiled pass ran every chunk: 4 steps of 5 layers' attention */
     for (int i = 0; i < r.n_ops; i++)
@@ -192,9 +195,12 @@ static void test_bench_prefill(void **state)
             assert_int_equal(r.ops[i].calls, 4 * m->cfg.n_layers);
 
     FILE *f = tmpfile();
-    bench_write_prefill_json(f, "cpu", &m->cfg, &CPU_PEAKS, &r);
+    bench_write_prefill_json(f, "cpu", &m->cfg, &RATE_PEAKS, &r);
     json_t *o = read_line(f);
-    assert_true(json_is_null(json_object_get(o, "fp8_tflops")));
+    assert_true(json_real_value(json_object_get(o, "fp8_tflops")) == 0.5);
+    assert_true(json_real_value(json_object_get(o, "bf16_tflops")) == 0.25);
+    assert_true(fabs(json_real_value(json_object_get(o, "bf16_flop_ratio")) - r.bf16_ratio) <= 1e-5 * r.bf16_ratio);
+    assert_true(fabs(json_real_value(json_object_get(o, "fp8_flop_ratio")) - r.flop_ratio) <= 1e-5 * r.flop_ratio);
     assert_true(fabs(json_real_value(json_object_get(o, "tok_s")) - r.tok_s) <= 1e-5 * r.tok_s);
     assert_int_equal(json_object_size(json_object_get(o, "split_ms")), FAM_COUNT);
     assert_int_equal(json_object_size(json_object_get(o, "op_ms")), r.n_ops);

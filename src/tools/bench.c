@@ -308,6 +308,7 @@ int bench_prefill(v4_model *m, int tokens, int chunk, const v4_peaks *pk, bench_
     r->tok_s = tokens / r->seconds;
     r->tflops = flops / r->seconds / 1e12;
     r->flop_ratio = r->tflops / pk->fp8_tflops;
+    r->bf16_ratio = r->tflops / pk->bf16_tflops;
     rc = 0;
 out:
     fwd_set_profile(f, false);
@@ -330,8 +331,8 @@ void bench_print_prefill(FILE *f, const bench_prefill_result *r)
 {
     fprintf(f,
             "prefill of one %d-token prompt in chunks of %d: %.3f s, %.0f tokens/s, %.1f TFLOP/s = %.1f%% of the "
-            "measured FP8 GEMM rate\n",
-            r->tokens, r->chunk, r->seconds, r->tok_s, r->tflops, 100 * r->flop_ratio);
+            "measured FP8 GEMM rate (%.1f%% of the bf16 one)\n",
+            r->tokens, r->chunk, r->seconds, r->tok_s, r->tflops, 100 * r->flop_ratio, 100 * r->bf16_ratio);
     fprintf(f, "      split of one eager prefill (%.2f ms; ms, TFLOP/s where the family computes):", r->prof_ms);
     for (int i = 0; i < FAM_COUNT; i++) {
         fprintf(f, " %s %.2f", FWD_FAMILY_NAMES[i], r->fam_ms[i]);
@@ -432,6 +433,8 @@ void bench_write_prefill_json(FILE *f, const char *device, const v4_config *c, c
     json_object_set_new(o, "tflops", jnum(r->tflops));
     json_object_set_new(o, "fp8_tflops", jnum(pk->fp8_tflops));
     json_object_set_new(o, "fp8_flop_ratio", jnum(r->flop_ratio));
+    json_object_set_new(o, "bf16_tflops", jnum(pk->bf16_tflops));
+    json_object_set_new(o, "bf16_flop_ratio", jnum(r->bf16_ratio));
     json_object_set_new(o, "split_ms", by_family(r->fam_ms));
     json_object_set_new(o, "split_flops", by_family(r->fam_flops));
     json_object_set_new(o, "op_ms", by_op(r->ops, r->n_ops));

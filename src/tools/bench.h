@@ -51,7 +51,8 @@ int bench_decode(bench_session *b, int c, const v4_peaks *pk, bench_result *r, v
 
 typedef struct bench_prefill_result {
     int tokens, chunk;
-    double seconds, tok_s, tflops, flop_ratio; /* achieved / measured FP8 GEMM rate */
+    double seconds, tok_s, tflops;
+    double flop_ratio, bf16_ratio; /* achieved / the measured FP8 and bf16 GEMM rates */
     double fam_flops[FAM_COUNT];               /* the prompt's FLOPs by op family (roofline.h) */
     /* one more pass over the prompt, eager and profiled: time by op family
      * and by op (slowest first), summed over its chunks */
