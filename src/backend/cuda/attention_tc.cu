@@ -173,7 +173,7 @@ static __device__ __forceinline__ tca_loc tca_resolve(const att_tok &tk, int64_t
  * step's rows). */
 template <int KVT> static __host__ __device__ __forceinline__ int tca_rawb(int d)
 {
-    return d * (KVT == KV_F32 ? 4 : 2);
+    return d * (kv_elem_size(KVT) > 2 ? kv_elem_size(KVT) : 2);
 }
 
 /* What the two warps of a split head tile swap, per head tile (at most 4 a
