@@ -47,14 +47,15 @@ static __device__ __forceinline__ double warp_sum_d(double v)
  * value is left the levels add it across. Every total is added in the
  * same hypercube order, whatever its index. The levels are a template
  * recursion so that every array index is a constant (a loop the compiler
- * leaves rolled would move v to local memory). */
-template <int V, int OFF> struct warp_reduce_level {
+ * leaves rolled would move v to local memory). Levels below LAST are left
+ * out: the sums then run over the lanes that differ in bits LAST.. only. */
+template <int V, int OFF, int LAST = 1> struct warp_reduce_level {
     static __device__ __forceinline__ void run(float (&v)[V], int lane, int *base)
     {
-        if constexpr (OFF >= 1 && V == 1) {
+        if constexpr (OFF >= LAST && V == 1) {
             v[0] += gpu_shfl_xor(v[0], OFF);
-            warp_reduce_level<1, OFF / 2>::run(v, lane, base);
-        } else if constexpr (OFF >= 1) {
+            warp_reduce_level<1, OFF / 2, LAST>::run(v, lane, base);
+        } else if constexpr (OFF >= LAST) {
             const bool upper = (lane & OFF) != 0;
             float w[V / 2];
 #pragma unroll
@@ -65,7 +66,7 @@ template <int V, int OFF> struct warp_reduce_level {
             }
             if (upper)
                 *base += V / 2;
-            warp_reduce_level<V / 2, OFF / 2>::run(w, lane, base);
+            warp_reduce_level<V / 2, OFF / 2, LAST>::run(w, lane, base);
             v[0] = w[0];
         }
     }

@@ -71,6 +71,7 @@ typedef struct cu_backend {
     float *idx_scratch;
     size_t idx_floats_per_block;
     int idx_blocks;
+    int idx_tc_blocks; /* the tensor-core indexer's grid: its resident blocks, at most idx_blocks */
     /* buffers replaced while graphs may still point at them; freed at destroy */
     void **retired;
     size_t n_retired;

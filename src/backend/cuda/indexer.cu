@@ -3,26 +3,21 @@
  * entries (i < floor((pos+1)/ratio)) in ascending order, or all eligible
  * entries then -1 when there are no more than topk.
  *
- * A persistent grid of blocks, each taking tokens in turn:
- *  1. the token's h query heads (c channels each, rows padded by one float
- *     so that lane-per-head reads are conflict-free) and head weights go to
- *     shared memory; each warp scores EPW entries at a time (keys decoded
- *     into shared memory channel-major, so one broadcast 16-byte load gives
- *     4 entries' channel; one lane per head, two heads at once, ReLU,
- *     weighted sum) into the block's global scratch row. Each entry's score
- *     is the same operations in the same order as with one entry at a time
- *     (lane l: heads l, l + 32, ...; a warp sum), only the loads are shared:
- *     one entry at a time took two shared-memory loads per multiply-add, and
- *     the scores were 18 of an 8K prefill's 169 ms (bench/RESULTS.md);
- *  2. a 4-pass radix select (8 bits a pass) finds the topk-th largest score
- *     T and how many entries equal to T are needed;
- *  3. an ordered compaction (block scans over ascending indices) writes the
- *     entries above T and the lowest-indexed ones equal to T, which leaves
- *     them ascending with the CPU's tie rule (lower index first). */
-#include "backend/cuda/cu_device.cuh"
+ * The plain path, and the only one for fp32 keys (whose scores it forms in
+ * fp32 as the CPU does); bf16 and FP8 keys take indexer_tc.cu where it
+ * applies. A persistent grid of blocks, each taking tokens in turn: the
+ * token's h query heads (c channels each, rows padded by one float so that
+ * lane-per-head reads are conflict-free) and head weights go to shared
+ * memory; each warp scores EPW entries at a time (keys decoded into shared
+ * memory channel-major, so one broadcast 16-byte load gives 4 entries'
+ * channel; one lane per head, two heads at once, ReLU, weighted sum) into
+ * the block's global scratch row. Each entry's score is the same operations
+ * in the same order as with one entry at a time (lane l: heads l, l + 32,
+ * ...; a warp sum), only the loads are shared: one entry at a time took two
+ * shared-memory loads per multiply-add, and the scores were 18 of an 8K
+ * prefill's 169 ms (bench/RESULTS.md). Then idx_select_topk (indexer.cuh). */
+#include "backend/cuda/indexer.cuh"
 
-#define IDX_THREADS 256
-#define IDX_WARPS (IDX_THREADS / GPU_WARP)
 /* Entries a warp scores together: 8, or 4 where the keys of 8 would not fit
  * the shared memory a block may have (64 KB under HIP). */
 #define IDX_EPW 8
@@ -33,31 +28,6 @@
 static __host__ __device__ __forceinline__ size_t idx_kb_off(int h, int c)
 {
     return ((size_t)h * (c + 1) + h + 3) & ~(size_t)3;
-}
-
-/* Exclusive prefix sum of v over the block; *total gets the sum. */
-static __device__ __forceinline__ int block_scan_excl(int v, int *wsum, int *total)
-{
-    const int lane = gpu_lane(), warp = gpu_warp_id();
-    int x = v;
-#pragma unroll
-    for (int o = 1; o < GPU_WARP; o <<= 1) {
-        const int y = gpu_shfl_up(x, o);
-        if (lane >= o)
-            x += y;
-    }
-    __syncthreads(); /* wsum may still be read by a previous call */
-    if (lane == GPU_WARP - 1)
-        wsum[warp] = x;
-    __syncthreads();
-    int before = 0, all = 0;
-    for (int w = 0; w < IDX_WARPS; w++) {
-        const int s = wsum[w];
-        before += w < warp ? s : 0;
-        all += s;
-    }
-    *total = all;
-    return before + x - v;
 }
 
 template <int KVT, int EPW>
@@ -72,9 +42,7 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
     float *qs = smem;               /* [h][c + 1] */
     float *ws = qs + h * (c + 1);   /* [h] */
     float *kb = smem + idx_kb_off(h, c); /* [IDX_WARPS][c][EPW], 16-byte aligned */
-    __shared__ unsigned hist[256];
-    __shared__ unsigned sh_prefix, sh_k;
-    __shared__ int wsum[IDX_WARPS];
+    __shared__ idx_select_smem ss;
     const int lane = gpu_lane(), warp = gpu_warp_id();
     const float cs = 1.0f / sqrtf((float)c);
     float *scr = scratch + blockIdx.x * scratch_per_block;
@@ -149,49 +117,7 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
             gpu_syncwarp(); /* kw is rewritten for the next entries */
         }
         __syncthreads();
-        /* 2. radix select of the topk-th largest key */
-        unsigned prefix = 0, mask = 0, kk = (unsigned)topk;
-        for (int shift = 24; shift >= 0; shift -= 8) {
-            hist[threadIdx.x] = 0; /* IDX_THREADS == 256 bins */
-            __syncthreads();
-            for (int64_t i = threadIdx.x; i < n_elig; i += IDX_THREADS) {
-                const unsigned u = ordered_key(scr[i]);
-                if ((u & mask) == prefix)
-                    atomicAdd(&hist[(u >> shift) & 255u], 1u);
-            }
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                unsigned cum = 0;
-                int b = 255;
-                for (; b > 0; b--) {
-                    if (cum + hist[b] >= kk)
-                        break;
-                    cum += hist[b];
-                }
-                sh_prefix = prefix | ((unsigned)b << shift);
-                sh_k = kk - cum;
-            }
-            __syncthreads();
-            prefix = sh_prefix;
-            kk = sh_k;
-            mask |= 255u << shift;
-        }
-        /* 3. ordered compaction: keys above T, then the first kk equal to T */
-        const unsigned T = prefix;
-        int written = 0, eq_seen = 0;
-        for (int64_t base = 0; base < n_elig && written < topk; base += IDX_THREADS) {
-            const int64_t i = base + threadIdx.x;
-            const unsigned u = i < n_elig ? ordered_key(scr[i]) : 0u;
-            const int gt = i < n_elig && u > T, eq = i < n_elig && u == T;
-            int eq_total, keep_total;
-            const int eq_before = block_scan_excl(eq, wsum, &eq_total);
-            const int keep = gt || (eq && eq_seen + eq_before < (int)kk);
-            const int pos = block_scan_excl(keep, wsum, &keep_total);
-            if (keep && written + pos < topk)
-                out[written + pos] = (int32_t)i;
-            written += keep_total;
-            eq_seen += eq_total;
-        }
+        idx_select_topk(out, scr, n_elig, topk, &ss);
     }
 }
 
@@ -229,7 +155,11 @@ extern "C" int cu_indexer_init(cu_backend *cb, v4_err *err)
         CU_KV_DISPATCH(KV_FP8FNUZ, e = allow_both<KVT>(cb));
     if (e != cudaSuccess)
         return v4_errf(err, "cuda: configuring the indexer kernel: %s", cudaGetErrorString(e));
+#if GPU_HAS_MMA_SYNC
+    return cu_indexer_tc_init(cb, err);
+#else
     return 0;
+#endif
 }
 
 extern "C" void cu_index_topk(v4_backend *be, int32_t *sel, const float *qI, const float *wI, const void *keys,
@@ -258,6 +188,11 @@ extern "C" void cu_index_topk(v4_backend *be, int32_t *sel, const float *qI, con
     }
     if (st->n_tokens <= 0)
         return;
+#if GPU_HAS_MMA_SYNC
+    if (!cb->plain && cu_index_topk_tc(cb, sel, qI, wI, keys, kscale, st, n_heads, head_dim, ratio, entries_per_block,
+                                       topk))
+        return;
+#endif
     const int grid = st->n_tokens < cb->idx_blocks ? st->n_tokens : cb->idx_blocks;
 #define IDX_LAUNCH(EPW)                                                                                           \
     CU_KV_DISPATCH(cb->kv_type, (index_topk_kernel<KVT, EPW><<<grid, IDX_THREADS, smem, cb->stream>>>(                 \
