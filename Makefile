@@ -139,7 +139,7 @@ $(CUDA_BUILD)/gpu-tests: $(GPU_TEST_OBJ) $(CUDA_LIB)
 HIP_CLANG   ?= clang++-19
 HIP_ARCH    ?= gfx942
 HIP_BUILD   ?= build-hip
-HIP_EXCLUDE := src/backend/cuda/gemm_tc.cu src/backend/cuda/attention_tc.cu src/backend/cuda/indexer_tc.cu src/backend/cuda/blas.cu src/backend/cuda/fp8_quant.cu
+HIP_EXCLUDE := src/backend/cuda/gemm_tc.cu src/backend/cuda/attention_tc.cu src/backend/cuda/indexer_tc.cu src/backend/cuda/mhc_tc.cu src/backend/cuda/blas.cu src/backend/cuda/fp8_quant.cu
 HIP_SRC     := $(filter-out $(HIP_EXCLUDE),$(CU_SRC))
 HIP_ASM     := $(HIP_SRC:src/backend/cuda/%.cu=$(HIP_BUILD)/%.s)
 HIP_CHECK_FLAGS ?= -O2

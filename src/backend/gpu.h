@@ -16,10 +16,10 @@
  * reduction widths from here and never assume 32 lanes.
  *
  * Fast paths: GPU_HAS_MMA_SYNC marks the NVIDIA tensor-core kernels
- * (mma.sync, ldmatrix, cp.async: gemm_tc.*, attention_tc.cu, indexer_tc.cu
- * and their dispatch); without it the portable SIMT kernels run. GPU_HAS_CUBLASLT
- * marks what uses cuBLASLt: the ceilings of profile.cu and the library path
- * of the linear layers (blas.cu). */
+ * (mma.sync, ldmatrix, cp.async: gemm_tc.*, attention_tc.cu, indexer_tc.cu,
+ * mhc_tc.cu and their dispatch); without it the portable SIMT kernels run.
+ * GPU_HAS_CUBLASLT marks what uses cuBLASLt: the ceilings of profile.cu and
+ * the library path of the linear layers (blas.cu). */
 #ifndef V4_BACKEND_GPU_H
 #define V4_BACKEND_GPU_H
 

@@ -183,17 +183,27 @@ void test_mhc(void)
         check_mhc(cpu, gpu, &r, 3, 4, 300);
         check_mhc(cpu, gpu, &r, 2, 3, 37);
         check_mhc(cpu, gpu, &r, 4, 4, 1024); /* the most tokens of hc_mix_small_kernel */
+        check_mhc(cpu, gpu, &r, 257, 4, 256); /* the tensor-core mixing product, a last tile of one token */
         if (!GT.quick) {
             check_mhc(cpu, gpu, &r, 1, 4, 4096);
             check_mhc(cpu, gpu, &r, 2, 4, 4096);
             check_mhc(cpu, gpu, &r, 5, 4, 4096); /* one past it */
             check_mhc(cpu, gpu, &r, 37, 4, 4096);
             check_mhc(cpu, gpu, &r, 129, 4, 4096);
-            check_mhc(cpu, gpu, &r, 300, 4, 4096); /* mixing tiles of 32 tokens (prefill) */
+            check_mhc(cpu, gpu, &r, 300, 4, 4096); /* tensor cores (prefill) */
         }
+    }
+    /* the plain kernels where the tensor cores take over: mixing tiles of 32 tokens */
+    const char *const plain_env[][2] = {{"V4_CUDA_PLAIN", "1"}};
+    v4_backend *plain = cpu ? gt_cuda_env(DT_F8_E4M3, "bf16", true, 1, plain_env) : NULL;
+    if (plain) {
+        check_mhc(cpu, plain, &r, 257, 4, 256);
+        if (!GT.quick)
+            check_mhc(cpu, plain, &r, 300, 4, 4096);
     }
     gt_close(cpu);
     gt_close(gpu);
+    gt_close(plain);
 }
 
 void test_elementwise(void)

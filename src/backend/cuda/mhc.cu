@@ -13,28 +13,27 @@
  * matrix element, every sum taken in the CPU's order), and writes
  * x = sum_s pre[s] X[s]. Steps of a few tokens (decode) form the partials
  * with hc_mix_small_kernel instead, from registers rather than shared
- * memory. In small steps a token's collapse is shared by
+ * memory, and steps of HC_TT_WIDE_FROM tokens on with hc_mix_tc_kernel
+ * (mhc_tc.cu, tensor cores) where it applies. In small steps a token's collapse is shared by
  * HC_SPLIT blocks, each of which forms the same mixing values (the same
  * operations, so the same bits) and writes its share of the D channels:
  * one block per token would leave decode's 4096 channels to one SM.
  * hc_post: one thread per (token, channel) holding that channel of every
  * stream in registers, so X is updated in place (four channels a thread
  * for the model's 4 streams). */
-#include "backend/cuda/cu_device.cuh"
+#include "backend/cuda/mhc.cuh"
 
 #define HC_MAXS V4_MAX_STREAMS
 #define HC_THREADS 256
 
 static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-#define HC_SLICE 256 /* columns of fn per block of the mixing product */
 #define HC_TT 16      /* tokens per block of the mixing product */
 /* ... and from HC_TT_WIDE_FROM tokens on (prefill) twice as many, which
  * stage each slice of fn half as often (H100, 8K prefill in chunks of
  * 2048: hc_pre 7.84 -> 7.10 ms; 256-token decode 9.71 -> 9.66 ms a step; at 32
  * tokens the fewer blocks cost: 4.92 -> 4.96) */
 #define HC_TT_WIDE_FROM 256
-#define HC_LD (HC_SLICE + 4) /* its shared rows' stride: 16-byte aligned */
 #define HC_SU 8              /* loads a thread of its staging has in flight */
 #define HC_MAXROWS ((2 + HC_MAXS) * HC_MAXS)
 #define HC_SPLIT 16            /* blocks sharing a token's collapse in small steps */
@@ -591,6 +590,10 @@ static int launch_mix(cu_backend *cb, const float *X, const float *fn, int rows,
         cu_launched(cb, "hc_mix_small");
         return slices;
     }
+#if GPU_HAS_MMA_SYNC
+    if (!cb->plain && n >= HC_TT_WIDE_FROM && cu_hc_mix_tc(cb, cb->hc_part, X, fn, rows, W, n))
+        return slices;
+#endif
     const bool vec = W % 4 == 0 && ((uintptr_t)X | (uintptr_t)fn) % 16 == 0;
     const bool ok = n >= HC_TT_WIDE_FROM ? mix_tiles<2 * HC_TT>(cb, slices, X, fn, rows, W, n, vec, op)
                                          : mix_tiles<HC_TT>(cb, slices, X, fn, rows, W, n, vec, op);
