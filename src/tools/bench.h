@@ -53,7 +53,7 @@ typedef struct bench_prefill_result {
     int tokens, chunk;
     double seconds, tok_s, tflops;
     double flop_ratio, bf16_ratio; /* achieved / the measured FP8 and bf16 GEMM rates */
-    double fam_flops[FAM_COUNT];               /* the prompt's FLOPs by op family (roofline.h) */
+    double fam_flops[FAM_COUNT]; /* the prompt's FLOPs by op family (roofline.h) */
     /* one more pass over the prompt, eager and profiled: time by op family
      * and by op (slowest first), summed over its chunks */
     double fam_ms[FAM_COUNT], prof_ms;

@@ -24,6 +24,20 @@
 
 #define CU_NAN __int_as_float(0x7fc00000)
 
+/* Inclusive prefix sum over the warp: lane l gets the sum of v on lanes
+ * 0..l (added in the same order on every lane count). */
+template <typename T> static __device__ __forceinline__ T warp_scan_incl(T v)
+{
+    const int lane = gpu_lane();
+#pragma unroll
+    for (int o = 1; o < GPU_WARP; o <<= 1) {
+        const T y = gpu_shfl_up(v, o);
+        if (lane >= o)
+            v += y;
+    }
+    return v;
+}
+
 static __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll

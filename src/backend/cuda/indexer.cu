@@ -62,7 +62,7 @@ __global__ __launch_bounds__(IDX_THREADS) void index_topk_kernel(int32_t *__rest
         for (int i = threadIdx.x; i < h; i += IDX_THREADS)
             ws[i] = wI[(int64_t)t * h + i];
         __syncthreads();
-        /* 1. scores */
+        /* the scores */
         float4 *kw = (float4 *)(kb + (size_t)warp * c * EPW); /* [c][EPW / 4] */
         for (int64_t i0 = (int64_t)warp * EPW; i0 < n_elig; i0 += IDX_WARPS * EPW) {
             bool ok[EPW];

@@ -13,13 +13,7 @@
 static __device__ __forceinline__ int block_scan_excl(int v, int *wsum, int *total)
 {
     const int lane = gpu_lane(), warp = gpu_warp_id();
-    int x = v;
-#pragma unroll
-    for (int o = 1; o < GPU_WARP; o <<= 1) {
-        const int y = gpu_shfl_up(x, o);
-        if (lane >= o)
-            x += y;
-    }
+    const int x = warp_scan_incl(v);
     __syncthreads(); /* wsum may still be read by a previous call */
     if (lane == GPU_WARP - 1)
         wsum[warp] = x;
@@ -55,13 +49,7 @@ static __device__ __forceinline__ void idx_pick_bin(idx_select_smem *ss, unsigne
 #pragma unroll
     for (int j = 0; j < IDX_BPL; j++)
         sum += (c[j] = ss->hist[255 - IDX_BPL * lane - j]);
-    unsigned incl = sum;
-#pragma unroll
-    for (int o = 1; o < GPU_WARP; o <<= 1) {
-        const unsigned y = gpu_shfl_up(incl, o);
-        if (lane >= o)
-            incl += y;
-    }
+    const unsigned incl = warp_scan_incl(sum);
     const unsigned long long reached = gpu_ballot(incl >= kk);
     const int at = reached ? __ffsll((long long)reached) - 1 : GPU_WARP - 1;
     if (lane != at)

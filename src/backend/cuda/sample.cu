@@ -56,13 +56,7 @@ static __device__ __forceinline__ double smp_mass(float l, float mx, double T)
 static __device__ double block_scan_incl_d(double v, double *dred, double *total)
 {
     const int lane = gpu_lane(), warp = gpu_warp_id(), nw = blockDim.x / GPU_WARP;
-    double x = v;
-#pragma unroll
-    for (int o = 1; o < GPU_WARP; o <<= 1) {
-        const double y = gpu_shfl_up(x, o);
-        if (lane >= o)
-            x += y;
-    }
+    const double x = warp_scan_incl(v);
     __syncthreads();
     if (lane == GPU_WARP - 1)
         dred[warp] = x;
